@@ -1,0 +1,41 @@
+// swift-tools-version:6.0
+// Swiftvisor: a KVM virtual machine monitor. Module map: see README.md "Layout".
+import PackageDescription
+
+let package = Package(
+    name: "Swiftvisor",
+    products: [
+        .executable(name: "swiftvisor", targets: ["swiftvisor"]),
+        .executable(name: "swiftvisor-vmm", targets: ["swiftvisor-vmm"]),
+        .library(name: "VMM", targets: ["VMM"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "CKVM", path: "Modulemaps/CKVM"),
+        .systemLibrary(name: "CLinux", path: "Modulemaps/CLinux"),
+        .target(name: "KVM", dependencies: ["CKVM", .product(name: "SystemPackage", package: "swift-system")]),
+        .target(name: "GuestMemory", dependencies: [.product(name: "SystemPackage", package: "swift-system")]),
+        .target(name: "Devices", dependencies: ["GuestMemory"]),
+        .target(name: "Boot", dependencies: ["GuestMemory"], exclude: ["Guests"]),
+        .target(name: "VMM", dependencies: ["KVM", "GuestMemory", "Devices", "Boot", "CLinux",
+                                            .product(name: "SystemPackage", package: "swift-system")]),
+        // The VMM process: what runs a machine for its whole life. It links no
+        // ArgumentParser and no Foundation, to stay small (see README "Two executables").
+        .executableTarget(name: "swiftvisor-vmm", dependencies: ["VMM"]),
+        // The user-facing command; it validates, then execs swiftvisor-vmm to run a VM.
+        .executableTarget(name: "swiftvisor", dependencies: [
+            "VMM", "KVM",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"]),
+        .testTarget(name: "KVMTests", dependencies: ["KVM", "GuestMemory", "Boot"]),
+        .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory"]),
+        .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory"]),
+        .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "Boot", "Devices", "GuestMemory"]),
+        .testTarget(name: "CLITests", dependencies: ["swiftvisor", "swiftvisor-vmm"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

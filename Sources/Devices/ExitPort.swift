@@ -1,0 +1,19 @@
+/// Swiftvisor's exit port: a guest writes its exit status to I/O port 0x501 and the
+/// VMM ends with that status. It gives test guests and flat binaries a way to say
+/// "done, and this is the result" without a power-management stack.
+///
+/// The value written (1, 2 or 4 bytes) is the exit code, truncated to 0...255 as a
+/// process exit status is. Reads return 0.
+public final class ExitPort: PortIODevice {
+    public static let port: UInt16 = 0x501
+
+    let power: any PowerControl
+
+    public init(power: any PowerControl) { self.power = power }
+
+    public func read(offset: UInt16, size: Int) -> UInt32 { 0 }
+
+    public func write(offset: UInt16, size: Int, value: UInt32) {
+        power.guestExit(code: Int32(value & 0xFF))
+    }
+}

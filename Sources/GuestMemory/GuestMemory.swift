@@ -1,0 +1,141 @@
+import Glibc
+
+/// All of a guest's RAM, and the one interface through which the VMM, its devices and
+/// its loaders touch it.
+///
+/// Every access names a guest-physical range and is checked to lie inside one region
+/// before any host pointer is formed, so a guest-supplied address or length (a virtio
+/// descriptor, a boot parameter) can never reach host memory outside guest RAM: the
+/// worst it gets is `GuestMemoryError.outOfBounds`.
+public final class GuestMemory: Sendable {
+    /// Sorted by start address, never overlapping.
+    public let regions: [MemoryRegion]
+
+    public init(regions: [MemoryRegion]) throws(GuestMemoryError) {
+        let sorted = regions.sorted { $0.start < $1.start }
+        for (a, b) in zip(sorted, sorted.dropFirst()) where a.end > b.start.value {
+            throw .invalidRegion(start: b.start, size: b.size)
+        }
+        self.regions = sorted
+    }
+
+    /// Convenience: anonymous regions of the given `(start, size)` ranges.
+    public convenience init(ranges: [(start: UInt64, size: UInt64)]) throws(GuestMemoryError) {
+        var made: [MemoryRegion] = []
+        for r in ranges { made.append(try MemoryRegion(start: GuestAddress(r.start), size: r.size)) }
+        try self.init(regions: made)
+    }
+
+    /// Total bytes of guest RAM.
+    public var size: UInt64 { regions.reduce(0) { $0 + $1.size } }
+
+    /// The region holding all of `[address, +length)`, if one does.
+    public func region(containing address: GuestAddress, length: UInt64 = 1) -> MemoryRegion? {
+        // Few regions (two at most for RAM below and above the PCI hole): a scan beats
+        // a search.
+        for r in regions where r.contains(address, length: length) { return r }
+        return nil
+    }
+
+    /// True when the whole range is guest RAM.
+    public func isValid(_ address: GuestAddress, length: UInt64) -> Bool {
+        region(containing: address, length: length) != nil
+    }
+
+    /// The single place where a guest range becomes a host pointer.
+    @inline(__always)
+    private func host(_ address: GuestAddress, _ length: UInt64) throws(GuestMemoryError) -> UnsafeMutableRawPointer {
+        guard let r = region(containing: address, length: length) else {
+            throw .outOfBounds(address: address, length: length)
+        }
+        return r.host + Int(address.value - r.start.value)
+    }
+
+    // MARK: Typed access (little-endian, as x86 stores it)
+
+    public func read<T: FixedWidthInteger>(_: T.Type = T.self, at address: GuestAddress) throws(GuestMemoryError) -> T {
+        let p = try host(address, UInt64(MemoryLayout<T>.size))
+        return T(littleEndian: p.loadUnaligned(as: T.self))
+    }
+
+    public func write<T: FixedWidthInteger>(_ value: T, at address: GuestAddress) throws(GuestMemoryError) {
+        let p = try host(address, UInt64(MemoryLayout<T>.size))
+        p.storeBytes(of: value.littleEndian, as: T.self)
+    }
+
+    // MARK: Bulk access
+
+    /// Copies `bytes` into guest memory at `address`.
+    public func write<C: Collection>(bytes: C, at address: GuestAddress) throws(GuestMemoryError) where C.Element == UInt8 {
+        let p = try host(address, UInt64(bytes.count))
+        var i = 0
+        let done: Bool? = bytes.withContiguousStorageIfAvailable { src in
+            if let base = src.baseAddress { p.copyMemory(from: base, byteCount: src.count) }
+            return true
+        }
+        if done == nil { for b in bytes { p.storeBytes(of: b, toByteOffset: i, as: UInt8.self); i += 1 } }
+    }
+
+    /// Reads `count` bytes from `address`.
+    public func read(bytes count: Int, at address: GuestAddress) throws(GuestMemoryError) -> [UInt8] {
+        guard count >= 0 else { throw .outOfBounds(address: address, length: 0) }
+        let p = try host(address, UInt64(count))
+        return [UInt8](UnsafeRawBufferPointer(start: p, count: count))
+    }
+
+    /// Fills `[address, +count)` with `value`.
+    public func fill(_ value: UInt8, count: UInt64, at address: GuestAddress) throws(GuestMemoryError) {
+        let p = try host(address, count)
+        memset(p, Int32(value), Int(count))
+    }
+
+    /// Copies within guest memory (overlap allowed, as `memmove`).
+    public func copy(from source: GuestAddress, to destination: GuestAddress, count: UInt64) throws(GuestMemoryError) {
+        let s = try host(source, count)
+        let d = try host(destination, count)
+        memmove(d, s, Int(count))
+    }
+
+    /// Lends the bytes of a guest range to `body` for reading, without a copy (e.g. to
+    /// `write(2)` them to a disk image). The buffer must not escape `body`.
+    public func withBytes<R>(at address: GuestAddress, count: Int,
+                             _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+        guard count >= 0 else { throw GuestMemoryError.outOfBounds(address: address, length: 0) }
+        let p = try host(address, UInt64(count))
+        return try body(UnsafeRawBufferPointer(start: p, count: count))
+    }
+
+    /// Lends a guest range to `body` for writing, without a copy (e.g. for `read(2)`).
+    public func withMutableBytes<R>(at address: GuestAddress, count: Int,
+                                    _ body: (UnsafeMutableRawBufferPointer) throws -> R) throws -> R {
+        guard count >= 0 else { throw GuestMemoryError.outOfBounds(address: address, length: 0) }
+        let p = try host(address, UInt64(count))
+        return try body(UnsafeMutableRawBufferPointer(start: p, count: count))
+    }
+
+    /// A NUL-terminated string of at most `maxLength` bytes (command lines, names).
+    public func readCString(at address: GuestAddress, maxLength: Int) throws(GuestMemoryError) -> String {
+        var bytes: [UInt8] = []
+        for i in 0..<maxLength {
+            guard let a = address.adding(UInt64(i)) else { throw .outOfBounds(address: address, length: UInt64(i)) }
+            let b: UInt8 = try read(at: a)
+            if b == 0 { break }
+            bytes.append(b)
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Pages actually backed by host memory (`mincore`), to tell guest memory apart
+    /// from the VMM's own in resident-size figures.
+    public var residentBytes: UInt64 {
+        let page = UInt64(sysconf(Int32(_SC_PAGESIZE)))
+        var total: UInt64 = 0
+        for r in regions {
+            let pages = Int((r.size + page - 1) / page)
+            var vec = [UInt8](repeating: 0, count: pages)
+            guard mincore(r.host, Int(r.size), &vec) == 0 else { continue }
+            total += UInt64(vec.reduce(0) { $0 + Int($1 & 1) }) * page
+        }
+        return total
+    }
+}

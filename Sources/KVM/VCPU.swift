@@ -1,0 +1,265 @@
+import CKVM
+import Glibc
+import SystemPackage
+
+/// General-purpose registers (`struct kvm_regs`).
+public typealias Registers = kvm_regs
+/// Segment, control and descriptor-table registers (`struct kvm_sregs`).
+public typealias SpecialRegisters = kvm_sregs
+/// One segment register as KVM sees it, hidden part included (`struct kvm_segment`).
+public typealias Segment = kvm_segment
+/// x87/SSE state (`struct kvm_fpu`): registers, control words and MXCSR.
+public typealias FPUState = kvm_fpu
+/// Pending and injected exceptions, interrupts and NMIs (`struct kvm_vcpu_events`).
+public typealias VCPUEvents = kvm_vcpu_events
+
+/// A vCPU fd from `KVM_CREATE_VCPU` and its mapped `kvm_run` page, both owned here
+/// and released once.
+///
+/// Like the hardware thread it stands for, a `VCPU` is driven by one thread: `run()`
+/// and the register calls come from that thread. Only `requestImmediateExit()` may be
+/// called from others (it is how a VMM kicks a vCPU out of `KVM_RUN`).
+public final class VCPU: @unchecked Sendable {
+    public let id: Int
+    let fd: FileDescriptor
+    let runPage: UnsafeMutablePointer<kvm_run>
+    let mmapSize: Int
+    /// Kept so the VM fd outlives its vCPUs in this process.
+    let vm: VirtualMachine
+
+    init(fd: FileDescriptor, id: Int, mmapSize: Int, vm: VirtualMachine) throws(KVMError) {
+        let p = mmap(nil, mmapSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd.rawValue, 0)
+        guard let p, p != MAP_FAILED else {
+            let e = KVMError.last("mmap kvm_run", hint: "vCPU \(id)")
+            try? fd.close()
+            throw e
+        }
+        self.fd = fd
+        self.id = id
+        self.mmapSize = mmapSize
+        self.vm = vm
+        // Sound: the kernel maps at least sizeof(struct kvm_run) bytes here.
+        self.runPage = p.bindMemory(to: kvm_run.self, capacity: 1)
+    }
+
+    deinit {
+        munmap(UnsafeMutableRawPointer(runPage), mmapSize)
+        try? fd.close()
+    }
+
+    // MARK: Running
+
+    /// `KVM_RUN`: enters the guest until it exits, and says why.
+    public func run() throws(KVMError) -> VMExit {
+        if ckvm_ioctl_val(fd.rawValue, CKVM_RUN, 0) != 0 {
+            let e = Glibc.errno
+            if e == EINTR || e == EAGAIN {
+                runPage.pointee.immediate_exit = 0
+                return .interrupted
+            }
+            throw KVMError("KVM_RUN", errno: Errno(rawValue: e), hint: "vCPU \(id)")
+        }
+        return decodeExit()
+    }
+
+    /// Sets `kvm_run.immediate_exit` so that the next (or a signal-interrupted current)
+    /// `KVM_RUN` returns at once with `EINTR`. Safe from any thread.
+    public func requestImmediateExit() {
+        // A byte store into the shared page; the kernel reads it on entry.
+        UnsafeMutableRawPointer(runPage).storeBytes(of: 1, toByteOffset: 1, as: UInt8.self)
+    }
+
+    /// The guest's RFLAGS.IF as of the last exit, without a register ioctl.
+    public var interruptFlag: Bool { runPage.pointee.if_flag != 0 }
+
+    private func decodeExit() -> VMExit {
+        let raw = UnsafeMutableRawPointer(runPage)
+        switch Int32(runPage.pointee.exit_reason) {
+        case KVM_EXIT_IO:
+            let io = runPage.pointee.io
+            let size = Int(io.size), count = Int(io.count)
+            return .io(IOExit(port: io.port,
+                              direction: io.direction == UInt8(KVM_EXIT_IO_OUT) ? .out : .in,
+                              size: size, count: count,
+                              data: IOData(base: raw + Int(io.data_offset), count: size * count)))
+        case KVM_EXIT_MMIO:
+            let m = runPage.pointee.mmio
+            return .mmio(MMIOExit(address: m.phys_addr, isWrite: m.is_write != 0, length: Int(min(m.len, 8)),
+                                  data: IOData(base: raw + Int(CKVM_RUN_MMIO_DATA_OFFSET), count: Int(min(m.len, 8)))))
+        case KVM_EXIT_HLT:
+            return .hlt(interruptsEnabled: runPage.pointee.if_flag != 0)
+        case KVM_EXIT_SHUTDOWN:
+            return .shutdown
+        case KVM_EXIT_SYSTEM_EVENT:
+            return .systemEvent(type: runPage.pointee.system_event.type)
+        case KVM_EXIT_INTR:
+            runPage.pointee.immediate_exit = 0
+            return .interrupted
+        case KVM_EXIT_FAIL_ENTRY:
+            let f = runPage.pointee.fail_entry
+            return .failEntry(hardwareReason: f.hardware_entry_failure_reason, cpu: f.cpu)
+        case KVM_EXIT_INTERNAL_ERROR:
+            return .internalError(decodeInternalError())
+        case KVM_EXIT_EXCEPTION:
+            let ex = runPage.pointee.ex
+            return .exception(vector: ex.exception, errorCode: ex.error_code)
+        case KVM_EXIT_DEBUG:
+            return .debug
+        case KVM_EXIT_UNKNOWN:
+            return .unknown(reason: 0, hardwareReason: runPage.pointee.hw.hardware_exit_reason)
+        default:
+            return .unknown(reason: runPage.pointee.exit_reason, hardwareReason: 0)
+        }
+    }
+
+    private func decodeInternalError() -> InternalError {
+        let internalError = runPage.pointee.internal
+        let n = Int(min(internalError.ndata, 16))
+        let data = withUnsafeBytes(of: internalError.data) { raw in
+            (0..<n).map { raw.load(fromByteOffset: $0 * 8, as: UInt64.self) }
+        }
+        var bytes: [UInt8]? = nil
+        if internalError.suberror == UInt32(KVM_INTERNAL_ERROR_EMULATION) {
+            let ef = runPage.pointee.emulation_failure
+            if ef.flags & UInt64(KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES) != 0 {
+                let size = Int(min(ef.insn_size, 15))
+                bytes = withUnsafeBytes(of: ef.insn_bytes) { Array($0.prefix(size)) }
+            }
+        }
+        return InternalError(suberror: internalError.suberror, data: data, instructionBytes: bytes)
+    }
+
+    // MARK: Registers
+
+    /// `KVM_GET_REGS`.
+    public func registers() throws(KVMError) -> Registers {
+        var r = Registers()
+        guard ckvm_ioctl_ptr(fd.rawValue, CKVM_GET_REGS, &r) == 0 else { throw KVMError.last("KVM_GET_REGS") }
+        return r
+    }
+
+    /// `KVM_SET_REGS`.
+    public func setRegisters(_ regs: Registers) throws(KVMError) {
+        var r = regs
+        guard ckvm_ioctl_ptr(fd.rawValue, CKVM_SET_REGS, &r) == 0 else { throw KVMError.last("KVM_SET_REGS") }
+    }
+
+    /// `KVM_GET_SREGS`.
+    public func specialRegisters() throws(KVMError) -> SpecialRegisters {
+        var s = SpecialRegisters()
+        guard ckvm_ioctl_ptr(fd.rawValue, CKVM_GET_SREGS, &s) == 0 else { throw KVMError.last("KVM_GET_SREGS") }
+        return s
+    }
+
+    /// `KVM_SET_SREGS`.
+    public func setSpecialRegisters(_ sregs: SpecialRegisters) throws(KVMError) {
+        var s = sregs
+        guard ckvm_ioctl_ptr(fd.rawValue, CKVM_SET_SREGS, &s) == 0 else { throw KVMError.last("KVM_SET_SREGS") }
+    }
+
+    /// `KVM_GET_FPU`.
+    public func fpu() throws(KVMError) -> FPUState {
+        var f = FPUState()
+        guard ckvm_ioctl_ptr(fd.rawValue, CKVM_GET_FPU, &f) == 0 else { throw KVMError.last("KVM_GET_FPU") }
+        return f
+    }
+
+    /// `KVM_SET_FPU`.
+    public func setFPU(_ state: FPUState) throws(KVMError) {
+        var f = state
+        guard ckvm_ioctl_ptr(fd.rawValue, CKVM_SET_FPU, &f) == 0 else { throw KVMError.last("KVM_SET_FPU") }
+    }
+
+    /// `KVM_GET_VCPU_EVENTS`.
+    public func events() throws(KVMError) -> VCPUEvents {
+        var e = VCPUEvents()
+        guard ckvm_ioctl_ptr(fd.rawValue, CKVM_GET_VCPU_EVENTS, &e) == 0 else { throw KVMError.last("KVM_GET_VCPU_EVENTS") }
+        return e
+    }
+
+    /// `KVM_SET_VCPU_EVENTS`: e.g. to inject an exception the host cannot deliver itself.
+    public func setEvents(_ events: VCPUEvents) throws(KVMError) {
+        var e = events
+        guard ckvm_ioctl_ptr(fd.rawValue, CKVM_SET_VCPU_EVENTS, &e) == 0 else { throw KVMError.last("KVM_SET_VCPU_EVENTS") }
+    }
+
+    /// `KVM_GET_MSRS` for `indices`; returns the values in the same order.
+    public func msrs(_ indices: [UInt32]) throws(KVMError) -> [UInt64] {
+        var buffer = MSRBuffer(entries: indices.map { ($0, 0) })
+        let n = buffer.withHeader { ckvm_ioctl_ptr(fd.rawValue, CKVM_GET_MSRS, $0) }
+        guard n == indices.count else {
+            throw KVMError.last("KVM_GET_MSRS", hint: n >= 0 ? "MSR 0x\(String(indices[Int(n)], radix: 16)) not readable" : nil)
+        }
+        return buffer.values
+    }
+
+    /// `KVM_SET_MSRS`.
+    public func setMSRs(_ entries: [(index: UInt32, value: UInt64)]) throws(KVMError) {
+        var buffer = MSRBuffer(entries: entries)
+        let n = buffer.withHeader { ckvm_ioctl_ptr(fd.rawValue, CKVM_SET_MSRS, $0) }
+        guard n == entries.count else {
+            throw KVMError.last("KVM_SET_MSRS", hint: n >= 0 ? "MSR 0x\(String(entries[Int(n)].index, radix: 16)) refused" : nil)
+        }
+    }
+
+    /// `KVM_SET_CPUID2`: what the guest's CPUID instruction reports.
+    public func setCPUID(_ entries: [CPUIDEntry]) throws(KVMError) {
+        var buffer = CPUIDBuffer(entries: entries)
+        guard buffer.withHeader({ ckvm_ioctl_ptr(fd.rawValue, CKVM_SET_CPUID2, $0) }) == 0 else {
+            throw KVMError.last("KVM_SET_CPUID2")
+        }
+    }
+
+    /// `KVM_TRANSLATE`: the guest-physical address a linear address maps to under the
+    /// vCPU's current paging, or nil where it is not mapped.
+    public func translate(_ linearAddress: UInt64) throws(KVMError) -> UInt64? {
+        var t = kvm_translation()
+        t.linear_address = linearAddress
+        guard ckvm_ioctl_ptr(fd.rawValue, CKVM_TRANSLATE, &t) == 0 else { throw KVMError.last("KVM_TRANSLATE") }
+        return t.valid != 0 ? t.physical_address : nil
+    }
+
+    /// `KVM_GET_MP_STATE`: 0 runnable, 1 uninitialized (waiting for INIT/SIPI), 3 halted...
+    public func mpState() throws(KVMError) -> UInt32 {
+        var s = kvm_mp_state()
+        guard ckvm_ioctl_ptr(fd.rawValue, CKVM_GET_MP_STATE, &s) == 0 else { throw KVMError.last("KVM_GET_MP_STATE") }
+        return s.mp_state
+    }
+
+    /// `KVM_SET_MP_STATE`.
+    public func setMPState(_ state: UInt32) throws(KVMError) {
+        var s = kvm_mp_state(mp_state: state)
+        guard ckvm_ioctl_ptr(fd.rawValue, CKVM_SET_MP_STATE, &s) == 0 else { throw KVMError.last("KVM_SET_MP_STATE") }
+    }
+}
+
+/// `struct kvm_msrs` with its flexible array of entries, in one aligned allocation.
+struct MSRBuffer {
+    private var storage: [UInt64]
+    private let count: Int
+    private static let header = MemoryLayout<kvm_msrs>.size
+    private static let stride = MemoryLayout<kvm_msr_entry>.stride
+
+    init(entries: [(index: UInt32, value: UInt64)]) {
+        count = entries.count
+        storage = [UInt64](repeating: 0, count: (MSRBuffer.header + count * MSRBuffer.stride + 7) / 8)
+        storage.withUnsafeMutableBytes { raw in
+            raw.storeBytes(of: UInt32(entries.count), toByteOffset: 0, as: UInt32.self)
+            for (i, e) in entries.enumerated() {
+                let off = MSRBuffer.header + i * MSRBuffer.stride
+                raw.storeBytes(of: e.index, toByteOffset: off, as: UInt32.self)
+                raw.storeBytes(of: e.value, toByteOffset: off + 8, as: UInt64.self)
+            }
+        }
+    }
+
+    mutating func withHeader<R>(_ body: (UnsafeMutableRawPointer) -> R) -> R {
+        storage.withUnsafeMutableBytes { body($0.baseAddress!) }
+    }
+
+    var values: [UInt64] {
+        storage.withUnsafeBytes { raw in
+            (0..<count).map { raw.load(fromByteOffset: MSRBuffer.header + $0 * MSRBuffer.stride + 8, as: UInt64.self) }
+        }
+    }
+}

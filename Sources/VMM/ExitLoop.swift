@@ -1,0 +1,104 @@
+import Devices
+import GuestMemory
+import KVM
+
+/// One vCPU's run loop: enter the guest, dispatch the exit, repeat until the machine
+/// stops. This is the hot path: no allocation and no lock held across `KVM_RUN`.
+struct ExitLoop: Sendable {
+    let vcpu: VCPU
+    let index: Int
+    let bus: Bus
+    let memory: GuestMemory
+    let control: MachineControl
+    let statistics: VCPUStatistics
+
+    enum Outcome { case stopped, haltedForGood }
+
+    func run() -> Outcome {
+        var left = monotonicNanoseconds()
+        while !control.isStopping {
+            let exit: VMExit
+            let entered = monotonicNanoseconds()
+            do {
+                exit = try vcpu.run()
+            } catch {
+                control.stop(.vmmFailure("vCPU \(index): \(error.description)"))
+                return .stopped
+            }
+            let exited = monotonicNanoseconds()
+            var kind = ExitKind.other
+            var outcome: Outcome? = nil
+
+            switch exit {
+            case let .io(io):
+                kind = io.direction == .in ? .ioIn : .ioOut
+                for i in 0..<io.count {
+                    let offset = i * io.size
+                    if io.direction == .out {
+                        bus.writePort(io.port, size: io.size, value: UInt32(truncatingIfNeeded: io.data.load(offset: offset, size: io.size)))
+                    } else {
+                        io.data.store(UInt64(bus.readPort(io.port, size: io.size)), offset: offset, size: io.size)
+                    }
+                }
+            case let .mmio(m):
+                kind = m.isWrite ? .mmioWrite : .mmioRead
+                if m.isWrite {
+                    bus.writeMMIO(m.address, size: m.length, value: m.data.load(size: m.length))
+                } else {
+                    m.data.store(bus.readMMIO(m.address, size: m.length), size: m.length)
+                }
+            case let .hlt(interruptsEnabled):
+                kind = .hlt
+                // Without an in-kernel interrupt controller nothing can interrupt this
+                // vCPU: HLT with IF=0 halts it for good; with IF=1 it resumes at once
+                // (see README "HLT").
+                if !interruptsEnabled { outcome = .haltedForGood }
+            case .shutdown:
+                kind = .shutdown
+                control.stop(.tripleFault)
+            case let .systemEvent(type):
+                kind = .systemEvent
+                switch type {
+                case 1: control.stop(.powerOff)
+                case 2: control.stop(.reset)
+                default: control.stop(.guestFailure("vCPU \(index): system event \(type) (crash)"))
+                }
+            case .interrupted:
+                kind = .interrupted
+            case let .internalError(e):
+                kind = .internalError
+                control.stop(.guestFailure(FailureReport.describe(vcpu: vcpu, index: index, memory: memory,
+                                                                 exit: e.description, instructionBytes: e.instructionBytes)))
+            case let .failEntry(reason, cpu):
+                kind = .failEntry
+                control.stop(.guestFailure(FailureReport.describe(vcpu: vcpu, index: index, memory: memory,
+                    exit: "KVM_EXIT_FAIL_ENTRY, hardware reason 0x\(String(reason, radix: 16)) on host CPU \(cpu)", instructionBytes: nil)))
+            case let .exception(vector, code):
+                control.stop(.guestFailure(FailureReport.describe(vcpu: vcpu, index: index, memory: memory,
+                    exit: "KVM_EXIT_EXCEPTION vector \(vector) error code 0x\(String(code, radix: 16))", instructionBytes: nil)))
+            case .debug:
+                control.stop(.guestFailure(FailureReport.describe(vcpu: vcpu, index: index, memory: memory,
+                    exit: "KVM_EXIT_DEBUG with no debugger attached", instructionBytes: nil)))
+            case let .unknown(reason, hw):
+                control.stop(.guestFailure(FailureReport.describe(vcpu: vcpu, index: index, memory: memory,
+                    exit: "unhandled exit reason \(reason) (hardware reason 0x\(String(hw, radix: 16)))", instructionBytes: nil)))
+            }
+
+            let done = monotonicNanoseconds()
+            let k = kind
+            let port: UInt16? = if case let .io(io) = exit { io.port } else { nil }
+            let page: UInt64? = if case let .mmio(m) = exit { m.address & ~0xFFF } else { nil }
+            statistics.update { s in
+                s[k] += 1
+                s.entries += 1
+                s.guestNanoseconds += exited - entered
+                s.vmmNanoseconds += (entered - left) + (done - exited)
+                if let port { s.ports.count(UInt64(port)) }
+                if let page { s.mmio.count(page) }
+            }
+            left = done
+            if let outcome { return outcome }
+        }
+        return .stopped
+    }
+}

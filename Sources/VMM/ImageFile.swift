@@ -1,0 +1,37 @@
+import Glibc
+import SystemPackage
+
+/// Reads a whole image file, with errors that say which file and why.
+public enum ImageFile {
+    public static let maximumSize = 1 << 30
+
+    public static func read(_ path: String) throws(MachineError) -> [UInt8] {
+        let fd: FileDescriptor
+        do {
+            fd = try FileDescriptor.open(FilePath(path), .readOnly, options: [.closeOnExec])
+        } catch {
+            let errno = error as? Errno
+            throw .file(path: path, why: errno.map { "\($0)" } ?? "cannot open", missing: errno == .noSuchFileOrDirectory)
+        }
+        defer { try? fd.close() }
+        var st = stat()
+        guard fstat(fd.rawValue, &st) == 0 else { throw .file(path: path, why: "cannot stat", missing: false) }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw .file(path: path, why: "not a regular file", missing: false) }
+        guard st.st_size <= maximumSize else { throw .file(path: path, why: "larger than 1 GiB", missing: false) }
+        var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
+        var done = 0
+        while done < bytes.count {
+            let n: Int
+            do {
+                n = try bytes.withUnsafeMutableBytes { buf in
+                    try fd.read(into: UnsafeMutableRawBufferPointer(rebasing: buf[done...]))
+                }
+            } catch {
+                throw .file(path: path, why: "read failed: \(error)", missing: false)
+            }
+            if n == 0 { break }
+            done += n
+        }
+        return Array(bytes.prefix(done))
+    }
+}

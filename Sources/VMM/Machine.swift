@@ -1,0 +1,221 @@
+import Boot
+import CLinux
+import Devices
+import Glibc
+import GuestMemory
+import KVM
+import Synchronization
+
+/// A virtual machine: KVM objects, guest memory, devices and vCPUs, built from a
+/// `MachineConfig` in one readable sequence (like Firecracker's builder) and run until
+/// it stops.
+public final class Machine: Sendable {
+    public let config: MachineConfig
+    public let memory: GuestMemory
+    public let bus: Bus
+    let kvm: KVMSystem
+    let vm: VirtualMachine
+    let vcpus: [VCPU]
+    let control: MachineControl
+    private let statistics: [VCPUStatistics]
+    /// When `build` started, for start-up figures.
+    let buildStarted: UInt64
+
+    init(config: MachineConfig, memory: GuestMemory, bus: Bus, kvm: KVMSystem, vm: VirtualMachine,
+         vcpus: [VCPU], control: MachineControl, buildStarted: UInt64) {
+        self.config = config
+        self.memory = memory
+        self.bus = bus
+        self.kvm = kvm
+        self.vm = vm
+        self.vcpus = vcpus
+        self.control = control
+        self.statistics = vcpus.map { _ in VCPUStatistics() }
+        self.buildStarted = buildStarted
+    }
+
+    /// Builds a machine: KVM, memory, boot image, devices, vCPUs. `console` receives
+    /// what the guest writes to COM1.
+    public static func build(_ config: MachineConfig, console: any SerialOutput) throws(MachineError) -> Machine {
+        let started = monotonicNanoseconds()
+        do { try config.validate() } catch { throw .config(error) }
+
+        // The image first: a missing or bad file is the likeliest mistake, and should
+        // be reported before any KVM resource is taken.
+        let image = try bootImage(config.boot)
+
+        let kvm: KVMSystem
+        do { kvm = try KVMSystem(path: config.kvmPath) } catch {
+            throw .kvmUnavailable(error, permission: error.errno == .permissionDenied || error.errno == .notPermitted)
+        }
+        guard config.vcpuCount <= kvm.maxVCPUs else {
+            throw .config(.invalid("cpus", "this host's KVM allows at most \(kvm.maxVCPUs) vCPUs"))
+        }
+
+        let vm: VirtualMachine
+        do {
+            vm = try kvm.createVM()
+            if kvm.check(.setTSSAddress) != 0 { try vm.setTSSAddress(RAMLayout.tssAddress) }
+            if kvm.check(.setIdentityMapAddress) != 0 { try vm.setIdentityMapAddress(RAMLayout.identityMapAddress) }
+        } catch { throw .kvm(error) }
+
+        let memory: GuestMemory
+        do { memory = try GuestMemory(ranges: RAMLayout.ranges(memorySize: config.memorySize)) } catch { throw .memory(error) }
+        guard memory.regions.count <= kvm.maxMemorySlots else {
+            throw .kvm(KVMError("KVM_SET_USER_MEMORY_REGION", errno: nil, hint: "the host allows only \(kvm.maxMemorySlots) memory slots"))
+        }
+        do {
+            for (slot, region) in memory.regions.enumerated() {
+                try vm.setUserMemoryRegion(slot: UInt32(slot), guestAddress: region.start.value,
+                                           size: region.size, hostAddress: region.hostAddress)
+            }
+        } catch { throw .kvm(error) }
+
+        let state: InitialCPUState
+        do { state = try image.load(into: memory) } catch { throw .boot(error) }
+
+        let control = MachineControl()
+        var devices = Bus.Builder()
+        do {
+            try devices.register(Serial8250(output: console), port: Serial8250.com1, count: Serial8250.registerCount)
+            try devices.register(ExitPort(power: control), port: ExitPort.port, count: 1)
+        } catch { throw .device(error.description) }
+
+        var vcpus: [VCPU] = []
+        do {
+            let cpuid = try kvm.supportedCPUID()
+            for index in 0..<config.vcpuCount {
+                let vcpu = try vm.createVCPU(id: index)
+                try vcpu.setCPUID(CPUIDTable.forVCPU(index, supported: cpuid))
+                try vcpu.apply(state, index: index)
+                vcpus.append(vcpu)
+            }
+        } catch { throw .kvm(error) }
+
+        return Machine(config: config, memory: memory, bus: devices.build(), kvm: kvm, vm: vm,
+                       vcpus: vcpus, control: control, buildStarted: started)
+    }
+
+    static func bootImage(_ source: BootSource) throws(MachineError) -> FlatBinary {
+        switch source {
+        case .demo:
+            return FlatBinary(bytes: DemoGuest.bytes, mode: .real, loadAddress: DemoGuest.loadAddress)
+        case let .flat(path, mode, load, entry):
+            let bytes = try ImageFile.read(path)
+            guard !bytes.isEmpty else { throw .boot(.emptyImage) }
+            return FlatBinary(bytes: bytes, mode: mode, loadAddress: load, entry: entry)
+        case let .flatImage(image):
+            return image
+        }
+    }
+
+    /// Runs the machine on one thread per vCPU until it stops, and says why.
+    ///
+    /// SIGINT, SIGTERM and SIGHUP are taken from the calling thread for the duration
+    /// and turned into a clean stop, so Ctrl-C tears the machine down properly.
+    public func run() -> MachineResult {
+        let started = monotonicNanoseconds()
+        VCPUKicker.installHandler()
+        var stopSignals = sigset_t()
+        sigemptyset(&stopSignals)
+        for s in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&stopSignals, s) }
+        var previousMask = sigset_t()
+        pthread_sigmask(SIG_BLOCK, &stopSignals, &previousMask)
+        let signalFD = signalfd(-1, &stopSignals, Int32(SFD_CLOEXEC))
+
+        let halted = Atomic<Int>(0)
+        var threads: [pthread_t] = []
+        for (index, vcpu) in vcpus.enumerated() {
+            let stats = statistics[index]
+            let loop = ExitLoop(vcpu: vcpu, index: index, bus: bus, memory: memory, control: control, statistics: stats)
+            guard let t = HostThread.spawn({
+                if loop.run() == .haltedForGood {
+                    if halted.add(1, ordering: .acquiringAndReleasing).newValue == self.vcpus.count {
+                        self.control.stop(.halted)
+                    }
+                }
+            }) else {
+                control.stop(.vmmFailure("could not start a thread for vCPU \(index)"))
+                break
+            }
+            threads.append(t)
+            control.register(VCPUKicker(vcpu: vcpu, thread: t))
+        }
+        // A stop that raced the registrations above must still reach every vCPU.
+        if control.isStopping, let reason = control.stopReason { control.stop(reason); kickAll(threads) }
+
+        waitForStop(signalFD: signalFD)
+        for t in threads { HostThread.join(t) }
+        control.unregisterAll()
+        if signalFD >= 0 { close(signalFD) }
+        pthread_sigmask(SIG_SETMASK, &previousMask, nil)
+
+        let ended = monotonicNanoseconds()
+        return MachineResult(reason: control.stopReason ?? .vmmFailure("stopped without a reason"),
+                             statistics: currentStatistics(),
+                             perVCPU: statistics.map { $0.snapshot() },
+                             setupNanoseconds: started - buildStarted,
+                             runNanoseconds: ended - started,
+                             unclaimedAccesses: bus.unclaimedAccesses,
+                             guestResidentBytes: memory.residentBytes)
+    }
+
+    private func kickAll(_ threads: [pthread_t]) {
+        for (i, t) in threads.enumerated() { VCPUKicker(vcpu: vcpus[i], thread: t).kick() }
+    }
+
+    private func waitForStop(signalFD: Int32) {
+        var fds = [pollfd(fd: control.stopEvent, events: Int16(POLLIN), revents: 0),
+                   pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0)]
+        while !control.isStopping {
+            let n = poll(&fds, nfds_t(signalFD >= 0 ? 2 : 1), -1)
+            if n < 0 { if errno == EINTR { continue } else { break } }
+            if signalFD >= 0 && fds[1].revents & Int16(POLLIN) != 0 {
+                var info = signalfd_siginfo()
+                if read(signalFD, &info, MemoryLayout<signalfd_siginfo>.size) == MemoryLayout<signalfd_siginfo>.size {
+                    control.stop(.signal(Int32(info.ssi_signo)))
+                }
+            }
+        }
+    }
+
+    /// Asks the machine to stop (from any thread); `run()` then returns `reason`.
+    public func requestStop(_ reason: StopReason) { control.stop(reason) }
+
+    /// The statistics so far, summed over vCPUs (safe while running).
+    public func currentStatistics() -> ExitStatistics {
+        var total = ExitStatistics()
+        for s in statistics { total.add(s.snapshot()) }
+        return total
+    }
+
+    /// The name of the device at an I/O port, for reports.
+    public func portName(_ port: UInt16) -> String {
+        switch port {
+        case Serial8250.com1..<(Serial8250.com1 + Serial8250.registerCount): "COM1 8250 UART"
+        case ExitPort.port: "exit port"
+        default: "unclaimed"
+        }
+    }
+}
+
+/// How a run ended and what it cost.
+public struct MachineResult: Sendable {
+    public let reason: StopReason
+    public let statistics: ExitStatistics
+    public let perVCPU: [ExitStatistics]
+    /// From `Machine.build` to the vCPUs starting.
+    public let setupNanoseconds: UInt64
+    /// From the vCPUs starting to the machine stopping.
+    public let runNanoseconds: UInt64
+    public let unclaimedAccesses: UInt64
+    /// Guest RAM the host actually backs at the end (touched pages).
+    public let guestResidentBytes: UInt64
+}
+
+/// One vCPU's live statistics, updated by its thread and read by anyone.
+final class VCPUStatistics: Sendable {
+    private let stats = Mutex(ExitStatistics())
+    func update(_ body: (inout ExitStatistics) -> Void) { stats.withLock { body(&$0) } }
+    func snapshot() -> ExitStatistics { stats.withLock { $0 } }
+}

@@ -1,0 +1,81 @@
+import Boot
+
+/// Everything needed to build a machine: plain data, checked by `validate()` before
+/// anything is created. The command line, config files and the API all produce one.
+public struct MachineConfig: Equatable, Sendable {
+    public var memorySize: UInt64
+    public var vcpuCount: Int
+    public var boot: BootSource
+    public var kvmPath: String
+
+    public static let defaultMemorySize: UInt64 = 64 << 20
+    /// Guest RAM Swiftvisor will map; beyond this a typo ("64G" for "64M") is likelier
+    /// than intent, and the host would have to overcommit.
+    public static let maximumMemorySize: UInt64 = 1 << 40
+    public static let minimumMemorySize: UInt64 = 1 << 20
+
+    public init(memorySize: UInt64 = MachineConfig.defaultMemorySize, vcpuCount: Int = 1,
+                boot: BootSource = .demo, kvmPath: String = "/dev/kvm") {
+        self.memorySize = memorySize
+        self.vcpuCount = vcpuCount
+        self.boot = boot
+        self.kvmPath = kvmPath
+    }
+
+    /// Checks what can be checked without touching KVM or files.
+    public func validate() throws(ConfigError) {
+        guard memorySize >= MachineConfig.minimumMemorySize else {
+            throw .invalid("memory", "\(ByteSize.format(memorySize)) is too little; a VM needs at least 1 MiB")
+        }
+        guard memorySize <= MachineConfig.maximumMemorySize else {
+            throw .invalid("memory", "\(ByteSize.format(memorySize)) is more than the 1 TiB Swiftvisor maps")
+        }
+        guard memorySize % 4096 == 0 else {
+            throw .invalid("memory", "\(memorySize) bytes is not a whole number of 4 KiB pages")
+        }
+        guard vcpuCount >= 1 && vcpuCount <= 255 else {
+            throw .invalid("cpus", "\(vcpuCount) vCPUs: give 1 to 255")
+        }
+        if case .demo = boot, memorySize < DemoGuest.minimumMemory {
+            throw .invalid("memory", "the demo guest needs at least \(ByteSize.format(DemoGuest.minimumMemory))")
+        }
+        if case let .flat(_, mode, load, entry) = boot {
+            if mode == .real, let load, load >= 0x10_0000 {
+                throw .invalid("load-address", "0x\(String(load, radix: 16)) is beyond the 1 MiB real mode can reach")
+            }
+            if mode == .real, let entry, entry >= 0x10_0000 {
+                throw .invalid("entry", "0x\(String(entry, radix: 16)) is beyond the 1 MiB real mode can reach")
+            }
+        }
+    }
+}
+
+/// What the machine boots.
+public enum BootSource: Equatable, Sendable {
+    /// The built-in demo guest (see `DemoGuest`).
+    case demo
+    /// A raw binary from a file, entered directly in `mode`.
+    case flat(path: String, mode: CPUMode, loadAddress: UInt64?, entry: UInt64?)
+    /// A raw binary already in memory (library users, tests).
+    case flatImage(FlatBinary)
+
+    public static func == (a: BootSource, b: BootSource) -> Bool {
+        switch (a, b) {
+        case (.demo, .demo): true
+        case let (.flat(p1, m1, l1, e1), .flat(p2, m2, l2, e2)): p1 == p2 && m1 == m2 && l1 == l2 && e1 == e2
+        case let (.flatImage(x), .flatImage(y)): x.bytes == y.bytes && x.mode == y.mode && x.loadAddress == y.loadAddress && x.entry == y.entry
+        default: false
+        }
+    }
+}
+
+/// A configuration that cannot work, naming the setting and what is wrong with it.
+public enum ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
+    case invalid(String, String)
+
+    public var description: String {
+        switch self {
+        case let .invalid(field, why): "invalid --\(field): \(why)"
+        }
+    }
+}

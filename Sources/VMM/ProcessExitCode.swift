@@ -1,0 +1,36 @@
+/// The exit statuses of `swiftvisor` and `swiftvisor-vmm`, documented in the README.
+///
+/// A guest's own exit code (written to the exit port) is passed through unchanged, so
+/// it can coincide with one of these; `--json` says which it was.
+public enum ProcessExitCode {
+    public static let success: Int32 = 0
+    public static let usage: Int32 = 64
+    public static let badImage: Int32 = 65
+    public static let fileNotFound: Int32 = 66
+    public static let kvmUnavailable: Int32 = 69
+    public static let guestFailure: Int32 = 70
+    public static let vmmFailure: Int32 = 71
+    public static let permissionDenied: Int32 = 77
+
+    /// The status for how a machine stopped.
+    public static func forStop(_ reason: StopReason) -> Int32 {
+        switch reason {
+        case let .exitPort(code): code
+        case .powerOff, .reset, .halted: success
+        case .tripleFault, .guestFailure: guestFailure
+        case let .signal(s): 128 + s
+        case .vmmFailure: vmmFailure
+        }
+    }
+
+    /// The status for a machine that could not be built.
+    public static func forError(_ error: MachineError) -> Int32 {
+        switch error {
+        case .config: usage
+        case let .kvmUnavailable(_, permission): permission ? permissionDenied : kvmUnavailable
+        case .kvm, .memory, .device: vmmFailure
+        case .boot: badImage
+        case let .file(_, _, missing): missing ? fileNotFound : badImage
+        }
+    }
+}

@@ -1,0 +1,115 @@
+import Boot
+
+/// A machine configuration plus how the VMM process reports on it: what the
+/// `swiftvisor` command hands to the `swiftvisor-vmm` process it becomes.
+///
+/// The hand-over is an argument vector (the same flags `swiftvisor run` takes, already
+/// validated and normalised) so that the VMM process needs no argument-parsing or JSON
+/// library: see README "Two executables".
+public struct RunOptions: Equatable, Sendable {
+    public var config: MachineConfig
+    /// Print the exit summary (always on for the demo guest).
+    public var stats: Bool
+    /// Print the report as JSON on stdout; the guest console goes to stderr.
+    public var json: Bool
+
+    public init(config: MachineConfig, stats: Bool = false, json: Bool = false) {
+        self.config = config
+        self.stats = stats
+        self.json = json
+    }
+
+    /// The argument vector that `init(arguments:)` reads back.
+    public var arguments: [String] {
+        var a = ["--memory", String(config.memorySize), "--cpus", String(config.vcpuCount)]
+        if config.kvmPath != "/dev/kvm" { a += ["--kvm-device", config.kvmPath] }
+        switch config.boot {
+        case .demo:
+            a.append("--demo")
+        case let .flat(path, mode, load, entry):
+            a += ["--image", path, "--mode", mode.rawValue]
+            if let load { a += ["--load-address", RunOptions.hex(load)] }
+            if let entry { a += ["--entry", RunOptions.hex(entry)] }
+        case .flatImage:
+            break // in-memory images cannot cross a process boundary
+        }
+        if stats { a.append("--stats") }
+        if json { a.append("--json") }
+        return a
+    }
+
+    public struct ParseError: Error, CustomStringConvertible, Sendable {
+        public let description: String
+    }
+
+    /// Reads the vector `arguments` writes (flags in any order, values as
+    /// `swiftvisor run` accepts them).
+    public init(arguments: [String]) throws(ParseError) {
+        var config = MachineConfig()
+        var stats = false, json = false, demo = false
+        var image: String? = nil, mode = CPUMode.long
+        var load: UInt64? = nil, entry: UInt64? = nil
+        var i = 0
+        func value(_ flag: String) throws(ParseError) -> String {
+            i += 1
+            guard i < arguments.count else { throw ParseError(description: "\(flag) needs a value") }
+            return arguments[i]
+        }
+        while i < arguments.count {
+            let flag = arguments[i]
+            switch flag {
+            case "--memory":
+                let v = try value(flag)
+                guard let n = ByteSize.parse(v) else { throw ParseError(description: "--memory: '\(v)' is not a size (e.g. 64M, 1G)") }
+                config.memorySize = n
+            case "--cpus":
+                let v = try value(flag)
+                guard let n = Int(v) else { throw ParseError(description: "--cpus: '\(v)' is not a number") }
+                config.vcpuCount = n
+            case "--kvm-device": config.kvmPath = try value(flag)
+            case "--demo": demo = true
+            case "--image": image = try value(flag)
+            case "--mode":
+                let v = try value(flag)
+                guard let m = CPUMode(rawValue: v) else { throw ParseError(description: "--mode: '\(v)' is not real, protected or long") }
+                mode = m
+            case "--load-address":
+                let v = try value(flag)
+                guard let n = RunOptions.parseAddress(v) else { throw ParseError(description: "--load-address: '\(v)' is not an address") }
+                load = n
+            case "--entry":
+                let v = try value(flag)
+                guard let n = RunOptions.parseAddress(v) else { throw ParseError(description: "--entry: '\(v)' is not an address") }
+                entry = n
+            case "--stats": stats = true
+            case "--json": json = true
+            default:
+                throw ParseError(description: "unknown option '\(flag)'")
+            }
+            i += 1
+        }
+        if let image {
+            guard !demo else { throw ParseError(description: "--demo and --image exclude each other") }
+            config.boot = .flat(path: image, mode: mode, loadAddress: load, entry: entry)
+        } else {
+            config.boot = .demo
+        }
+        self.init(config: config, stats: stats, json: json)
+    }
+
+    /// `0x7c00`, `7c00h` or decimal `31744`.
+    public static func parseAddress(_ text: String) -> UInt64? {
+        let t = text.lowercased().replacingOccurrences(of: "_", with: "")
+        if t.hasPrefix("0x") { return UInt64(t.dropFirst(2), radix: 16) }
+        if t.hasSuffix("h") { return UInt64(t.dropLast(), radix: 16) }
+        return UInt64(t)
+    }
+
+    static func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
+}
+
+extension String {
+    fileprivate func replacingOccurrences(of target: String, with replacement: String) -> String {
+        split(separator: Character(target), omittingEmptySubsequences: false).joined(separator: replacement)
+    }
+}

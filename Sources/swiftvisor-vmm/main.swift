@@ -1,0 +1,55 @@
+// swiftvisor-vmm: the process that runs one virtual machine for its whole life.
+//
+// `swiftvisor run` validates its command line and then execs this program with the
+// same flags, so what stays resident while a guest runs is only the VMM library and
+// the Swift runtime, not the argument parser and Foundation (README "Two executables").
+// Usage: swiftvisor-vmm [--demo | --image FILE --mode real|protected|long
+//        [--load-address A] [--entry A]] [--memory SIZE] [--cpus N] [--stats] [--json]
+import Glibc
+import VMM
+
+func fail(_ message: String, code: Int32, json: Bool) -> Never {
+    if json {
+        let line = JSONValue.object([("error", .string(message)), ("exitCode", .int(Int64(code)))]).rendered
+        StandardStream.error(line + "\n")
+    } else {
+        StandardStream.error("swiftvisor: error: \(message)\n")
+    }
+    exit(code)
+}
+
+let arguments = Array(CommandLine.arguments.dropFirst())
+let wantsJSON = arguments.contains("--json")
+let options: RunOptions
+do {
+    options = try RunOptions(arguments: arguments)
+} catch {
+    fail(error.description, code: ProcessExitCode.usage, json: wantsJSON)
+}
+
+// With --json, stdout carries only the report: the guest console goes to stderr.
+let console = FileDescriptorOutput(fd: options.json ? 2 : 1)
+let machine: Machine
+do {
+    machine = try Machine.build(options.config, console: console)
+} catch {
+    fail(error.description, code: ProcessExitCode.forError(error), json: options.json)
+}
+
+let result = machine.run()
+let report = RunReport(result: result, config: options.config, portName: { machine.portName($0) },
+                       vmmResident: ProcessMemory.resident())
+
+if options.json {
+    StandardStream.output(report.json.rendered + "\n")
+} else if options.stats || options.config.boot == .demo {
+    StandardStream.error(report.text)
+} else {
+    switch result.reason {
+    case .guestFailure, .vmmFailure, .tripleFault:
+        StandardStream.error("swiftvisor: \(result.reason.summary)\n")
+    default:
+        break
+    }
+}
+exit(report.exitCode)
