@@ -30,12 +30,15 @@ let package = Package(
             "VMM", "KVM",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        // Helpers shared by the test targets (KVM availability, temporary files).
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"]),
-        .testTarget(name: "KVMTests", dependencies: ["KVM", "GuestMemory", "Boot"]),
+        .testTarget(name: "KVMTests", dependencies: ["KVM", "GuestMemory", "Boot", "VMM", "TestSupport"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory"]),
-        .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "Boot", "Devices", "GuestMemory"]),
-        .testTarget(name: "CLITests", dependencies: ["swiftvisor", "swiftvisor-vmm"]),
+        .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "Boot", "Devices", "GuestMemory", "TestSupport"]),
+        // Drives the built executables as a user would; depends on them so they are built.
+        .testTarget(name: "CLITests", dependencies: ["swiftvisor", "swiftvisor-vmm", "VMM", "Boot", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -27,7 +27,8 @@ public struct FlatBinary: Sendable {
         guard memory.isValid(GuestAddress(loadAddress), length: UInt64(bytes.count)) else {
             throw .doesNotFit(what: "the image", address: loadAddress, size: UInt64(bytes.count), memorySize: memory.size)
         }
-        if mode == .real, loadAddress + UInt64(bytes.count) > 0x11_0000 {
+        // 0xFFFF:0xFFFF is the last byte real mode can address.
+        if mode == .real, loadAddress + UInt64(bytes.count) > 0x10_FFF0 {
             throw .unreachable(what: "the image's end", address: loadAddress + UInt64(bytes.count), mode: .real)
         }
         if mode != .real, loadAddress < BootLayout.firstFree {

@@ -20,7 +20,7 @@ public enum MachineError: Error, Sendable, CustomStringConvertible {
         case let .kvm(e): e.description
         case let .memory(e): e.description
         case let .boot(e): "cannot boot the image: \(e.description)"
-        case let .file(path, why, _): "\(path): \(why)"
+        case let .file(path, why, _): "cannot read \(path): \(why)"
         case let .device(why): why
         }
     }

@@ -2,8 +2,10 @@ import Boot
 import KVM
 
 extension VCPU {
-    /// Loads a boot builder's `InitialCPUState` into this vCPU's registers.
-    func apply(_ state: InitialCPUState, index: Int) throws(KVMError) {
+    /// Loads a boot builder's `InitialCPUState` into this vCPU's registers. Public so
+    /// that programs building their own machine from the KVM layer (and the KVM tests)
+    /// enter each mode exactly as `Machine` does.
+    public func apply(_ state: InitialCPUState, index: Int) throws(KVMError) {
         var sregs = try specialRegisters()
         let code = Segment(state.code), data = Segment(state.data)
         sregs.cs = code

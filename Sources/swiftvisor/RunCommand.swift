@@ -1,0 +1,87 @@
+import ArgumentParser
+import Boot
+import VMM
+
+/// `swiftvisor run`: boots a guest and stays attached to its serial console.
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Boot a virtual machine and attach to its serial console.",
+        discussion: """
+            With no --image, boots the built-in demo guest: it starts in 16-bit real mode, \
+            switches itself to long mode, computes a checksum in ring 3 and exits, and \
+            Swiftvisor then prints which of its operations trapped to the VMM and why.
+
+            --image FILE loads a flat binary (raw machine code, no header) at --load-address \
+            and starts it at --entry in the --mode you name: Swiftvisor builds the GDT and \
+            identity page tables for protected and long mode. The guest's COM1 (0x3F8) is \
+            your terminal; writing a byte to port 0x501 ends the VM with that exit code.
+
+            Examples:
+              swiftvisor run
+              swiftvisor run --image boot.bin --mode real
+              swiftvisor run --image kernel64.bin --mode long --memory 256M --stats
+              swiftvisor run --image test.bin --json | jq .exitCode
+            """
+    )
+
+    @Option(name: .long, help: ArgumentHelp("A flat binary to boot instead of the demo guest.", valueName: "file"))
+    var image: String?
+
+    @Option(name: .long, help: ArgumentHelp("The mode the flat binary starts in: real, protected or long.", valueName: "mode"))
+    var mode: CPUMode = .long
+
+    @Option(name: .long, help: ArgumentHelp("Where the image goes in guest memory (default 0x7c00 in real mode, 0x100000 otherwise).", valueName: "address"),
+            transform: RunCommand.address)
+    var loadAddress: UInt64?
+
+    @Option(name: .long, help: ArgumentHelp("Where execution starts (default: the load address).", valueName: "address"),
+            transform: RunCommand.address)
+    var entry: UInt64?
+
+    @Option(name: .long, help: ArgumentHelp("Guest RAM, e.g. 64M or 2G.", valueName: "size"), transform: RunCommand.size)
+    var memory: UInt64 = MachineConfig.defaultMemorySize
+
+    @Option(name: .long, help: "Number of vCPUs (each starts at the entry point with its index in RDI).")
+    var cpus: Int = 1
+
+    @Flag(name: .long, help: "Print what trapped to the VMM and where the time went, after the guest stops.")
+    var stats = false
+
+    @Flag(name: .long, help: "Print the run report as JSON on stdout (the guest console then goes to stderr).")
+    var json = false
+
+    @Option(name: .long, help: ArgumentHelp("The KVM device to use.", valueName: "path", visibility: .hidden))
+    var kvmDevice: String = "/dev/kvm"
+
+    static func address(_ text: String) throws -> UInt64 {
+        guard let v = RunOptions.parseAddress(text) else {
+            throw ValidationError("'\(text)' is not an address (use 0x7c00 or 31744)")
+        }
+        return v
+    }
+
+    static func size(_ text: String) throws -> UInt64 {
+        guard let v = ByteSize.parse(text) else { throw ValidationError("'\(text)' is not a size (use 64M, 1G or a byte count)") }
+        return v
+    }
+
+    func options() throws -> RunOptions {
+        if image == nil, loadAddress != nil || entry != nil {
+            throw ValidationError("--load-address and --entry need --image")
+        }
+        let boot: BootSource = image.map { .flat(path: $0, mode: mode, loadAddress: loadAddress, entry: entry) } ?? .demo
+        let config = MachineConfig(memorySize: memory, vcpuCount: cpus, boot: boot, kvmPath: kvmDevice)
+        do { try config.validate() } catch { throw ValidationError(error.description) }
+        return RunOptions(config: config, stats: stats, json: json)
+    }
+
+    func run() throws {
+        let options = try options()
+        // The VM itself runs in swiftvisor-vmm, which replaces this process: it keeps
+        // our pid, terminal and signals, and its exit status is ours.
+        try VMMProcess.exec(arguments: options.arguments, json: json)
+    }
+}
+
+extension CPUMode: ExpressibleByArgument {}

@@ -1,0 +1,32 @@
+import ArgumentParser
+import Glibc
+import VMM
+
+/// Finds `swiftvisor-vmm` and becomes it.
+enum VMMProcess {
+    /// `SWIFTVISOR_VMM` if set, else `swiftvisor-vmm` beside this executable.
+    static func path() -> String {
+        if let p = getenv("SWIFTVISOR_VMM") { return String(cString: p) }
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        guard n > 0 else { return "swiftvisor-vmm" }
+        let exe = String(decoding: buffer.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let dir = exe.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+        return dir + "/swiftvisor-vmm"
+    }
+
+    static func exec(arguments: [String], json: Bool) throws -> Never {
+        let vmm = path()
+        let argv = [vmm] + arguments
+        var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) }
+        cArgs.append(nil)
+        execv(vmm, &cArgs)
+        let message = "cannot start the VMM process \(vmm): \(String(cString: strerror(errno))); install swiftvisor-vmm beside swiftvisor or set SWIFTVISOR_VMM"
+        if json {
+            StandardStream.error(JSONValue.object([("error", .string(message)), ("exitCode", .int(Int64(ProcessExitCode.vmmFailure)))]).rendered + "\n")
+        } else {
+            StandardStream.error("swiftvisor: error: \(message)\n")
+        }
+        throw ExitCode(ProcessExitCode.vmmFailure)
+    }
+}

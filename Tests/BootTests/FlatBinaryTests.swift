@@ -1,0 +1,82 @@
+import Boot
+import GuestMemory
+import XCTest
+
+final class FlatBinaryTests: XCTestCase {
+    func memory(_ size: UInt64 = 4 << 20) throws -> GuestMemory { try GuestMemory(ranges: [(0, size)]) }
+
+    func testRealModeSplitsTheEntryIntoSegmentAndOffset() throws {
+        let m = try memory()
+        let s = try FlatBinary(bytes: [0xF4], mode: .real).load(into: m)
+        XCTAssertEqual(s.mode, .real)
+        XCTAssertEqual(s.code.selector, 0)
+        XCTAssertEqual(s.rip, 0x7C00)
+        XCTAssertEqual(s.cr0 & ControlBits.cr0PE, 0)
+        XCTAssertEqual(try m.read(UInt8.self, at: GuestAddress(0x7C00)), 0xF4)
+
+        let high = try FlatBinary(bytes: [0xF4], mode: .real, loadAddress: 0x9_0000, entry: 0x9_1234).load(into: m)
+        XCTAssertEqual(high.code.selector, 0x9000)
+        XCTAssertEqual(high.code.base, 0x9_0000)
+        XCTAssertEqual(high.rip, 0x1234)
+    }
+
+    func testProtectedModeGetsAFlatGDT() throws {
+        let m = try memory()
+        let s = try FlatBinary(bytes: [0xF4], mode: .protected).load(into: m)
+        XCTAssertEqual(s.rip, 0x10_0000)
+        XCTAssertEqual(s.cr0 & ControlBits.cr0PE, ControlBits.cr0PE)
+        XCTAssertEqual(s.cr0 & ControlBits.cr0PG, 0)
+        XCTAssertEqual(s.code.selector, BootLayout.codeSelector32)
+        XCTAssertTrue(s.code.defaultBig)
+        XCTAssertEqual(s.code.byteLimit, 0xFFFF_FFFF)
+        XCTAssertEqual(s.gdtBase, BootLayout.gdt)
+        // The GDT in memory holds what the segment registers hold.
+        let entry: UInt64 = try m.read(at: GuestAddress(BootLayout.gdt + UInt64(BootLayout.codeSelector32)))
+        XCTAssertEqual(entry, s.code.encoded)
+        XCTAssertEqual(entry, 0x00CF_9B00_0000_FFFF)
+    }
+
+    func testLongModeGetsIdentityPageTablesFor4GiB() throws {
+        let m = try memory()
+        let s = try FlatBinary(bytes: [0xF4], mode: .long).load(into: m)
+        XCTAssertEqual(s.efer & (ControlBits.eferLME | ControlBits.eferLMA), ControlBits.eferLME | ControlBits.eferLMA)
+        XCTAssertEqual(s.cr4 & ControlBits.cr4PAE, ControlBits.cr4PAE)
+        XCTAssertEqual(s.cr3, BootLayout.pml4)
+        XCTAssertTrue(s.code.long)
+        XCTAssertEqual(s.code.encoded, 0x00AF_9B00_0000_FFFF)
+        // Walk the tables by hand for a few addresses: each maps to itself.
+        for address: UInt64 in [0, 0x10_0000, 0x3FFF_FFFF, 0xD000_0000, 0xFFFF_FFFF] {
+            let pml4e: UInt64 = try m.read(at: GuestAddress(BootLayout.pml4 + ((address >> 39) & 0x1FF) * 8))
+            let pdpte: UInt64 = try m.read(at: GuestAddress((pml4e & ~0xFFF) + ((address >> 30) & 0x1FF) * 8))
+            let pde: UInt64 = try m.read(at: GuestAddress((pdpte & ~0xFFF) + ((address >> 21) & 0x1FF) * 8))
+            XCTAssertEqual(pde & 0x81, 0x81, "present 2 MiB page")
+            XCTAssertEqual((pde & ~0x1F_FFFF & 0xF_FFFF_FFFF_F000) | (address & 0x1F_FFFF), address)
+        }
+        let above: UInt64 = try m.read(at: GuestAddress(BootLayout.pdpt + 4 * 8))
+        XCTAssertEqual(above, 0, "nothing mapped above 4 GiB")
+    }
+
+    func testBadImagesAreClearErrors() throws {
+        let m = try memory(1 << 20)
+        XCTAssertThrowsError(try FlatBinary(bytes: [], mode: .long).load(into: m)) { XCTAssertEqual($0 as? BootError, .emptyImage) }
+        XCTAssertThrowsError(try FlatBinary(bytes: [0xF4], mode: .long).load(into: m)) { e in
+            // 1 MiB of RAM ends where the default long-mode load address begins.
+            XCTAssertTrue("\(e)".contains("does not fit"), "\(e)")
+        }
+        XCTAssertThrowsError(try FlatBinary(bytes: [UInt8](repeating: 0, count: 0x10_0000), mode: .real, loadAddress: 0x1_0000).load(into: try memory())) { e in
+            XCTAssertTrue("\(e)".contains("real mode reaches the first 1 MiB only"), "\(e)")
+        }
+        XCTAssertThrowsError(try FlatBinary(bytes: [0xF4], mode: .long, loadAddress: 0x9000).load(into: m)) { e in
+            XCTAssertTrue("\(e)".contains("overlaps the boot GDT"), "\(e)")
+        }
+        XCTAssertThrowsError(try FlatBinary(bytes: [0xF4], mode: .protected, loadAddress: 0x10000, entry: 0x1_0000_0000).load(into: m)) { e in
+            guard case .unreachable = e as? BootError else { return XCTFail("\(e)") }
+        }
+    }
+
+    func testDemoGuestIsAFlatRealModeImage() {
+        XCTAssertGreaterThan(DemoGuest.bytes.count, 512)
+        XCTAssertEqual(DemoGuest.bytes.first, 0xFA, "starts with cli")
+        XCTAssertEqual(DemoGuest.loadAddress, 0x7C00)
+    }
+}

@@ -1,0 +1,135 @@
+import Foundation
+import Glibc
+import TestSupport
+import Boot
+import VMM
+import XCTest
+
+/// Runs the built `swiftvisor` as a user would and checks what they would see.
+final class CLITests: XCTestCase {
+    struct Outcome {
+        let status: Int32
+        let stdout: String
+        let stderr: String
+    }
+
+    /// The build directory holding this test bundle also holds the executables.
+    static let binDirectory: URL = {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        let exe = String(decoding: buffer.prefix(max(n, 0)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return URL(fileURLWithPath: exe).deletingLastPathComponent()
+    }()
+
+    func swiftvisor(_ args: [String], signalAfter: Double? = nil) throws -> Outcome {
+        let p = Process()
+        p.executableURL = CLITests.binDirectory.appendingPathComponent("swiftvisor")
+        p.arguments = args
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        if let signalAfter {
+            Thread.sleep(forTimeInterval: signalAfter)
+            kill(p.processIdentifier, SIGINT)
+        }
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return Outcome(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    }
+
+    func testBothExecutablesAreBuiltSideBySide() {
+        for name in ["swiftvisor", "swiftvisor-vmm"] {
+            XCTAssertTrue(FileManager.default.isExecutableFile(atPath: CLITests.binDirectory.appendingPathComponent(name).path), name)
+        }
+    }
+
+    func testRunWithNoArgumentsBootsTheDemoAndExplainsTheExits() throws {
+        try KVMTestHost.skipUnlessUsable()
+        let r = try swiftvisor(["run"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("Swiftvisor demo guest"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("checksum 0x" + String(DemoGuest.expectedChecksum, radix: 16) + " ok"), r.stdout)
+        XCTAssertTrue(r.stderr.contains("guest exited with code 0"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("VM exits that reached the VMM"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("COM1 8250 UART"), r.stderr)
+    }
+
+    func testGuestExitCodeBecomesTheProcessStatus() throws {
+        try KVMTestHost.skipUnlessUsable()
+        let image = TemporaryFile(bytes: [0xB0, 42, 0x66, 0xBA, 0x01, 0x05, 0xEE]) // exit 42 (long mode)
+        let r = try swiftvisor(["run", "--image", image.path])
+        XCTAssertEqual(r.status, 42, r.stderr)
+        XCTAssertEqual(r.stderr, "", "a guest that exits on its own gets no extra output")
+        let real = TemporaryFile(bytes: [0xB0, 3, 0xBA, 0x01, 0x05, 0xEE])
+        XCTAssertEqual(try swiftvisor(["run", "--image", real.path, "--mode", "real", "--memory", "1M"]).status, 3)
+    }
+
+    func testMissingImageIsOneClearLine() throws {
+        let r = try swiftvisor(["run", "--image", "/nonexistent/guest.bin"])
+        XCTAssertEqual(r.status, ProcessExitCode.fileNotFound)
+        XCTAssertEqual(r.stderr, "swiftvisor: error: cannot read /nonexistent/guest.bin: No such file or directory\n")
+        XCTAssertEqual(r.stdout, "")
+    }
+
+    func testJSONReportIsTheOnlyThingOnStdout() throws {
+        try KVMTestHost.skipUnlessUsable()
+        var code: [UInt8] = [0x66, 0xBA, 0xF8, 0x03, 0xB0, 0x41, 0xEE] // print 'A'
+        code += [0xB0, 4, 0x66, 0xBA, 0x01, 0x05, 0xEE]                 // exit 4
+        let image = TemporaryFile(bytes: code)
+        let r = try swiftvisor(["run", "--image", image.path, "--json"])
+        XCTAssertEqual(r.status, 4)
+        XCTAssertEqual(r.stderr, "A", "the guest console moves to stderr")
+        let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], r.stdout)
+        XCTAssertEqual(json["exitCode"] as? Int, 4)
+        XCTAssertEqual((json["stop"] as? [String: Any])?["kind"] as? String, "exit-port")
+        XCTAssertEqual((json["stop"] as? [String: Any])?["guestExitCode"] as? Int, 4)
+        XCTAssertEqual((json["exits"] as? [String: Any])?["io-out"] as? Int, 2)
+        XCTAssertNotNil((json["memory"] as? [String: Any])?["vmmResidentBytes"])
+    }
+
+    func testStatsFlagPrintsTheSummaryForAnyGuest() throws {
+        try KVMTestHost.skipUnlessUsable()
+        let image = TemporaryFile(bytes: [0xB0, 0, 0x66, 0xBA, 0x01, 0x05, 0xEE])
+        let r = try swiftvisor(["run", "--image", image.path, "--stats"])
+        XCTAssertEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("io-out"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("0x501"), r.stderr)
+    }
+
+    func testCtrlCStopsASpinningGuestCleanly() throws {
+        try KVMTestHost.skipUnlessUsable()
+        let image = TemporaryFile(bytes: [0xEB, 0xFE]) // jmp $
+        let r = try swiftvisor(["run", "--image", image.path, "--stats"], signalAfter: 0.5)
+        XCTAssertEqual(r.status, 130, r.stderr)
+        XCTAssertTrue(r.stderr.contains("stopped by signal 2 (SIGINT)"), r.stderr)
+    }
+
+    func testGuestFailureIsReportedWithItsInstruction() throws {
+        try KVMTestHost.skipUnlessUsable()
+        let image = TemporaryFile(bytes: [0x48, 0xBB, 0x00, 0x00, 0x00, 0xD0, 0, 0, 0, 0, 0xF3, 0x48, 0x0F, 0xB8, 0x03])
+        let r = try swiftvisor(["run", "--image", image.path])
+        XCTAssertEqual(r.status, ProcessExitCode.guestFailure)
+        XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
+        XCTAssertTrue(r.stderr.contains("RIP 0x10000a"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("f3 48 0f b8 03"), r.stderr)
+    }
+
+    func testUsageErrorsExit64() throws {
+        XCTAssertEqual(try swiftvisor(["run", "--cpus", "many"]).status, 64)
+        XCTAssertEqual(try swiftvisor(["run", "--mode", "v86", "--image", "x"]).status, 64)
+        XCTAssertEqual(try swiftvisor(["run", "--entry", "0x1000"]).status, 64)
+        XCTAssertEqual(try swiftvisor(["run", "--memory", "0"]).status, 64)
+        XCTAssertEqual(try swiftvisor(["frobnicate"]).status, 64)
+    }
+
+    func testHelpExplainsRunAndExitCodes() throws {
+        let r = try swiftvisor(["run", "--help"])
+        XCTAssertEqual(r.status, 0)
+        XCTAssertTrue(r.stdout.contains("--image"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("port 0x501"), r.stdout)
+        XCTAssertTrue(try swiftvisor(["--help"]).stdout.contains("69 KVM unavailable"))
+    }
+}

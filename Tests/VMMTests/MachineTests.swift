@@ -1,0 +1,164 @@
+import Boot
+import Devices
+import Foundation
+import Synchronization
+import TestSupport
+import VMM
+import XCTest
+
+final class CapturedConsole: SerialOutput {
+    let bytes = Mutex<[UInt8]>([])
+    func write(_ byte: UInt8) { bytes.withLock { $0.append(byte) } }
+    var text: String { String(decoding: bytes.withLock { $0 }, as: UTF8.self) }
+}
+
+final class MachineTests: XCTestCase {
+    func run(_ code: [UInt8], mode: CPUMode = .long, cpus: Int = 1, console: CapturedConsole = CapturedConsole()) throws -> MachineResult {
+        try KVMTestHost.skipUnlessUsable()
+        let config = MachineConfig(memorySize: 16 << 20, vcpuCount: cpus, boot: .flatImage(FlatBinary(bytes: code, mode: mode)))
+        return try Machine.build(config, console: console).run()
+    }
+
+    /// mov al, code; mov dx, 0x501; out dx, al
+    func exit(_ code: UInt8) -> [UInt8] { [0xB0, code, 0x66, 0xBA, 0x01, 0x05, 0xEE] }
+
+    func testDemoGuestBootsComputesInRing3AndExitsCleanly() throws {
+        try KVMTestHost.skipUnlessUsable()
+        let console = CapturedConsole()
+        let machine = try Machine.build(MachineConfig(), console: console)
+        let result = machine.run()
+        XCTAssertEqual(result.reason, .exitPort(code: 0), console.text)
+        let expected = "checksum 0x" + String(DemoGuest.expectedChecksum, radix: 16) + " ok"
+        XCTAssertTrue(console.text.contains(expected), console.text)
+        XCTAssertTrue(console.text.contains("now in 64-bit long mode"), console.text)
+        XCTAssertEqual(result.statistics[.hlt], 1, "the demo's HLT reaches the VMM")
+        XCTAssertGreaterThan(result.statistics[.ioOut], 100)
+        XCTAssertEqual(result.unclaimedAccesses, 0)
+        XCTAssertEqual(result.statistics.ports.sorted.first.map { $0.address & ~7 }, 0x3F8)
+    }
+
+    func testDemoChecksumMatchesAnIndependentComputation() {
+        // The generator computed the expected value in Python; recompute it here.
+        var x: UInt64 = 1
+        var buffer = [UInt8](repeating: 0, count: 0x10_0000)
+        for i in buffer.indices {
+            x = x &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            buffer[i] = UInt8(x >> 56)
+        }
+        var h: UInt64 = 0xCBF2_9CE4_8422_2325
+        for _ in 0..<4 { for b in buffer { h = (h ^ UInt64(b)) &* 0x100_0000_01B3 } }
+        XCTAssertEqual(h, DemoGuest.expectedChecksum)
+    }
+
+    func testGuestExitCodeIsPassedThroughInEveryMode() throws {
+        XCTAssertEqual(try run(exit(42)).reason, .exitPort(code: 42))
+        XCTAssertEqual(try run([0xB0, 7, 0x66, 0xBA, 0x01, 0x05, 0xEE], mode: .protected).reason, .exitPort(code: 7))
+        XCTAssertEqual(try run([0xB0, 9, 0xBA, 0x01, 0x05, 0xEE], mode: .real).reason, .exitPort(code: 9))
+        XCTAssertEqual(ProcessExitCode.forStop(.exitPort(code: 42)), 42)
+    }
+
+    func testMachineStopsWhenEveryVCPUHaltsWithInterruptsOff() throws {
+        let result = try run([0xFA, 0xF4], cpus: 2) // cli; hlt
+        XCTAssertEqual(result.reason, .halted)
+        XCTAssertEqual(result.statistics[.hlt], 2)
+        XCTAssertEqual(result.perVCPU.count, 2)
+        XCTAssertEqual(ProcessExitCode.forStop(.halted), 0)
+    }
+
+    func testHLTWithInterruptsEnabledResumesTheVCPU() throws {
+        let result = try run([0xFB, 0xF4] + exit(5)) // sti; hlt; exit 5
+        XCTAssertEqual(result.reason, .exitPort(code: 5))
+        XCTAssertEqual(result.statistics[.hlt], 1)
+    }
+
+    func testSMPGuestsSeeTheirIndexInRDI() throws {
+        // vCPU i writes i + 1 to the exit port; whichever wins, it is 1 or 2.
+        let code: [UInt8] = [0x48, 0x89, 0xF8, 0xFE, 0xC0, 0x66, 0xBA, 0x01, 0x05, 0xEE, 0xFA, 0xF4] // mov rax, rdi; inc al; out; cli; hlt
+        let result = try run(code, cpus: 2)
+        guard case let .exitPort(c) = result.reason else { return XCTFail("\(result.reason)") }
+        XCTAssertTrue(c == 1 || c == 2, "\(c)")
+    }
+
+    func testTripleFaultIsAGuestFailure() throws {
+        let result = try run([0x0F, 0x01, 0x1D, 0x00, 0x70, 0x00, 0x00, 0x0F, 0x0B], mode: .protected)
+        XCTAssertEqual(result.reason, .tripleFault)
+        XCTAssertEqual(ProcessExitCode.forStop(result.reason), ProcessExitCode.guestFailure)
+    }
+
+    func testEmulationFailureNamesRIPAndInstructionBytes() throws {
+        let result = try run([0x48, 0xBB, 0x00, 0x00, 0x00, 0xD0, 0, 0, 0, 0, 0xF3, 0x48, 0x0F, 0xB8, 0x03, 0xF4])
+        guard case let .guestFailure(text) = result.reason else { return XCTFail("\(result.reason)") }
+        XCTAssertTrue(text.contains("emulation failure"), text)
+        XCTAssertTrue(text.contains("RIP 0x10000a"), text)
+        XCTAssertTrue(text.contains("instruction bytes f3 48 0f b8 03"), text)
+        XCTAssertTrue(text.contains("long mode"), text)
+    }
+
+    func testUnclaimedPortsAndMMIOReadAllOnesAndAreCounted() throws {
+        let code: [UInt8] = [
+            0x66, 0xBA, 0x34, 0x12,                   // mov dx, 0x1234
+            0xEC,                                     // in al, dx      (nobody there: 0xff)
+            0x88, 0xC1,                               // mov cl, al
+            0x48, 0xBB, 0x00, 0x00, 0x00, 0xD0, 0, 0, 0, 0, // mov rbx, 0xd0000000
+            0x8A, 0x03,                               // mov al, [rbx]  (no RAM, no device: 0xff)
+            0x20, 0xC8,                               // and al, cl
+            0x66, 0xBA, 0x01, 0x05, 0xEE,             // out 0x501, al
+        ]
+        let result = try run(code)
+        XCTAssertEqual(result.reason, .exitPort(code: 255))
+        XCTAssertEqual(result.unclaimedAccesses, 2)
+        XCTAssertEqual(result.statistics[.mmioRead], 1)
+        XCTAssertEqual(result.statistics.mmio.sorted.first?.address, 0xD000_0000)
+    }
+
+    func testStopFromAnotherThreadEndsASpinningGuest() throws {
+        try KVMTestHost.skipUnlessUsable()
+        let config = MachineConfig(memorySize: 16 << 20, boot: .flatImage(FlatBinary(bytes: [0xEB, 0xFE], mode: .long)))
+        let machine = try Machine.build(config, console: CapturedConsole())
+        DispatchQueue.global().asyncAfter(deadline: .now() + 0.2) { machine.requestStop(.signal(15)) }
+        let result = machine.run()
+        XCTAssertEqual(result.reason, .signal(15))
+        XCTAssertEqual(ProcessExitCode.forStop(result.reason), 143)
+        XCTAssertGreaterThanOrEqual(result.runNanoseconds, 150_000_000)
+    }
+
+    func testSerialOutputReachesTheConsole() throws {
+        let console = CapturedConsole()
+        var code: [UInt8] = [0x66, 0xBA, 0xF8, 0x03] // mov dx, 0x3f8
+        for c in "ok\n".utf8 { code += [0xB0, c, 0xEE] } // mov al, c; out dx, al
+        let result = try run(code + exit(0), console: console)
+        XCTAssertEqual(result.reason, .exitPort(code: 0))
+        XCTAssertEqual(console.text, "ok\n")
+        XCTAssertEqual(result.statistics[.ioOut], 4)
+    }
+
+    func testBuildErrorsAreClassified() throws {
+        try KVMTestHost.skipUnlessUsable()
+        func error(_ config: MachineConfig) -> MachineError? {
+            do { _ = try Machine.build(config, console: CapturedConsole()); return nil } catch { return error }
+        }
+        let missing = error(MachineConfig(boot: .flat(path: "/nonexistent.bin", mode: .long, loadAddress: nil, entry: nil)))
+        XCTAssertEqual(missing.map(ProcessExitCode.forError), ProcessExitCode.fileNotFound)
+        XCTAssertEqual(missing?.description, "cannot read /nonexistent.bin: No such file or directory")
+        let directory = error(MachineConfig(boot: .flat(path: "/tmp", mode: .long, loadAddress: nil, entry: nil)))
+        XCTAssertEqual(directory.map(ProcessExitCode.forError), ProcessExitCode.badImage)
+        let empty = TemporaryFile(bytes: [])
+        XCTAssertEqual(error(MachineConfig(boot: .flat(path: empty.path, mode: .long, loadAddress: nil, entry: nil))).map(ProcessExitCode.forError), ProcessExitCode.badImage)
+        XCTAssertEqual(error(MachineConfig(memorySize: 4096)).map(ProcessExitCode.forError), ProcessExitCode.usage)
+        XCTAssertEqual(error(MachineConfig(vcpuCount: 0)).map(ProcessExitCode.forError), ProcessExitCode.usage)
+        let noKVM = error(MachineConfig(kvmPath: "/nonexistent/kvm"))
+        XCTAssertEqual(noKVM.map(ProcessExitCode.forError), ProcessExitCode.kvmUnavailable)
+    }
+
+    func testLargeMemoryIsSplitAroundThePCIHole() throws {
+        XCTAssertEqual(RAMLayout.ranges(memorySize: 1 << 30).map { $0.size }, [1 << 30])
+        let split = RAMLayout.ranges(memorySize: 4 << 30)
+        XCTAssertEqual(split.map { $0.start }, [0, 0x1_0000_0000])
+        XCTAssertEqual(split.map { $0.size }, [0xC000_0000, 0x4000_0000])
+        try KVMTestHost.skipUnlessUsable()
+        let config = MachineConfig(memorySize: 4 << 30, boot: .flatImage(FlatBinary(bytes: exit(3), mode: .long)))
+        let machine = try Machine.build(config, console: CapturedConsole())
+        XCTAssertEqual(machine.memory.regions.count, 2)
+        XCTAssertEqual(machine.run().reason, .exitPort(code: 3))
+    }
+}
