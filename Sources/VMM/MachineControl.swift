@@ -34,7 +34,9 @@ final class MachineControl: PowerControl, Sendable {
         }
         guard first else { return }
         stopping.store(true, ordering: .releasing)
-        for k in kickers.withLock({ $0 }) { k.kick() }
+        // A vCPU thread that stops the machine notices by itself; the others are kicked.
+        let me = pthread_self()
+        for k in kickers.withLock({ $0 }) where pthread_equal(k.thread, me) == 0 { k.kick() }
         var one: UInt64 = 1
         _ = write(stopEvent, &one, 8)
     }

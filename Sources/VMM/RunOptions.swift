@@ -47,7 +47,7 @@ public struct RunOptions: Equatable, Sendable {
     public init(arguments: [String]) throws(ParseError) {
         var config = MachineConfig()
         var stats = false, json = false, demo = false
-        var image: String? = nil, mode = CPUMode.long
+        var image: String? = nil, mode: CPUMode? = nil
         var load: UInt64? = nil, entry: UInt64? = nil
         var i = 0
         func value(_ flag: String) throws(ParseError) -> String {
@@ -90,8 +90,11 @@ public struct RunOptions: Equatable, Sendable {
         }
         if let image {
             guard !demo else { throw ParseError(description: "--demo and --image exclude each other") }
-            config.boot = .flat(path: image, mode: mode, loadAddress: load, entry: entry)
+            config.boot = .flat(path: image, mode: mode ?? .long, loadAddress: load, entry: entry)
         } else {
+            guard mode == nil, load == nil, entry == nil else {
+                throw ParseError(description: "--mode, --load-address and --entry need --image")
+            }
             config.boot = .demo
         }
         self.init(config: config, stats: stats, json: json)

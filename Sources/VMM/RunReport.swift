@@ -5,10 +5,10 @@ public struct RunReport: Sendable {
     public let config: MachineConfig
     public let portName: @Sendable (UInt16) -> String
     public let exitCode: Int32
-    public let vmmResident: (current: UInt64, peak: UInt64)?
+    public let vmmResident: (current: UInt64, peak: UInt64, anonymous: UInt64)?
 
     public init(result: MachineResult, config: MachineConfig, portName: @escaping @Sendable (UInt16) -> String,
-                vmmResident: (current: UInt64, peak: UInt64)?) {
+                vmmResident: (current: UInt64, peak: UInt64, anonymous: UInt64)?) {
         self.result = result
         self.config = config
         self.portName = portName
@@ -75,6 +75,8 @@ public struct RunReport: Sendable {
         if let r = vmmResident {
             memory.append(("processPeakResidentBytes", .uint(r.peak)))
             memory.append(("vmmResidentBytes", .uint(r.peak > result.guestResidentBytes ? r.peak - result.guestResidentBytes : 0)))
+            memory.append(("processAnonymousBytes", .uint(r.anonymous)))
+            memory.append(("vmmAnonymousBytes", .uint(r.anonymous > result.guestResidentBytes ? r.anonymous - result.guestResidentBytes : 0)))
         }
         return .object([
             ("stop", .object(stop)),

@@ -28,8 +28,8 @@ struct RunCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("A flat binary to boot instead of the demo guest.", valueName: "file"))
     var image: String?
 
-    @Option(name: .long, help: ArgumentHelp("The mode the flat binary starts in: real, protected or long.", valueName: "mode"))
-    var mode: CPUMode = .long
+    @Option(name: .long, help: ArgumentHelp("The mode the flat binary starts in: real, protected or long (default: long).", valueName: "mode"))
+    var mode: CPUMode?
 
     @Option(name: .long, help: ArgumentHelp("Where the image goes in guest memory (default 0x7c00 in real mode, 0x100000 otherwise).", valueName: "address"),
             transform: RunCommand.address)
@@ -67,13 +67,24 @@ struct RunCommand: ParsableCommand {
     }
 
     func options() throws -> RunOptions {
-        if image == nil, loadAddress != nil || entry != nil {
-            throw ValidationError("--load-address and --entry need --image")
+        if image == nil, mode != nil || loadAddress != nil || entry != nil {
+            throw ValidationError("--mode, --load-address and --entry need --image")
         }
-        let boot: BootSource = image.map { .flat(path: $0, mode: mode, loadAddress: loadAddress, entry: entry) } ?? .demo
+        let boot: BootSource = image.map { .flat(path: $0, mode: mode ?? .long, loadAddress: loadAddress, entry: entry) } ?? .demo
         let config = MachineConfig(memorySize: memory, vcpuCount: cpus, boot: boot, kvmPath: kvmDevice)
         do { try config.validate() } catch { throw ValidationError(error.description) }
         return RunOptions(config: config, stats: stats, json: json)
+    }
+
+    /// The options of `swiftvisor run ARGS` when the VMM's parser reads `ARGS` as they
+    /// are and they pass validation; nil whenever ArgumentParser should handle them.
+    static func fastPath(_ arguments: [String]) -> RunOptions? {
+        guard arguments.first == "run" else { return nil }
+        let rest = Array(arguments.dropFirst())
+        guard !rest.contains(where: { $0 == "-h" || $0 == "--help" || $0 == "help" || $0 == "--demo" }),
+              let options = try? RunOptions(arguments: rest),
+              (try? options.config.validate()) != nil else { return nil }
+        return options
     }
 
     func run() throws {

@@ -19,4 +19,17 @@ struct Swiftvisor: ParsableCommand {
         version: "0.1.0",
         subcommands: [RunCommand.self]
     )
+
+    /// Starting ArgumentParser (and the FoundationEssentials it brings) costs a few
+    /// milliseconds, a large part of a VM's start-up budget. A `run` command line that
+    /// the VMM's own strict parser already accepts and validates is handed straight to
+    /// swiftvisor-vmm; everything else (help, `--flag=value` forms, any error) goes
+    /// through ArgumentParser, so users see the same options, help and messages.
+    static func main() {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        if let options = RunCommand.fastPath(arguments) {
+            try? VMMProcess.exec(arguments: options.arguments, json: options.json)
+        }
+        main(arguments)
+    }
 }

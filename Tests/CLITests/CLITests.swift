@@ -121,6 +121,8 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(try swiftvisor(["run", "--cpus", "many"]).status, 64)
         XCTAssertEqual(try swiftvisor(["run", "--mode", "v86", "--image", "x"]).status, 64)
         XCTAssertEqual(try swiftvisor(["run", "--entry", "0x1000"]).status, 64)
+        XCTAssertEqual(try swiftvisor(["run", "--mode", "real"]).status, 64)
+        XCTAssertEqual(try swiftvisor(["run", "--entry=0x1000"]).status, 64)
         XCTAssertEqual(try swiftvisor(["run", "--memory", "0"]).status, 64)
         XCTAssertEqual(try swiftvisor(["frobnicate"]).status, 64)
     }
@@ -131,5 +133,18 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(r.stdout.contains("--image"), r.stdout)
         XCTAssertTrue(r.stdout.contains("port 0x501"), r.stdout)
         XCTAssertTrue(try swiftvisor(["--help"]).stdout.contains("69 KVM unavailable"))
+    }
+}
+
+extension CLITests {
+    func testFastPathAndArgumentParserAgree() throws {
+        try KVMTestHost.skipUnlessUsable()
+        let image = TemporaryFile(bytes: [0xB0, 6, 0xBA, 0x01, 0x05, 0xEE])
+        // The same options through the fast path and through ArgumentParser's
+        // `--flag=value` spelling (which the fast path leaves to ArgumentParser).
+        let fast = try swiftvisor(["run", "--image", image.path, "--mode", "real", "--memory", "1M", "--cpus", "1", "--load-address", "0x8000", "--entry", "0x8000"])
+        let parsed = try swiftvisor(["run", "--image=\(image.path)", "--mode=real", "--memory=1M", "--cpus=1", "--load-address=0x8000", "--entry=0x8000"])
+        XCTAssertEqual(fast.status, 6, fast.stderr)
+        XCTAssertEqual(parsed.status, 6, parsed.stderr)
     }
 }

@@ -82,7 +82,8 @@ final class GuestMemoryTests: XCTestCase {
         var name = Array("/tmp/swiftvisor-mem-XXXXXX".utf8CString)
         let fd = mkstemp(&name)
         XCTAssertGreaterThanOrEqual(fd, 0)
-        defer { close(fd); unlink(String(cString: name)) }
+        let path = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        defer { close(fd); unlink(path) }
         XCTAssertEqual(ftruncate(fd, 0x2000), 0)
         let region = try MemoryRegion(start: GuestAddress(0x10000), size: 0x2000, backing: .file(fd: fd, offset: 0))
         let m = try GuestMemory(regions: [region])

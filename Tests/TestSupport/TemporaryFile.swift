@@ -8,7 +8,7 @@ public final class TemporaryFile {
         var template = Array("/tmp/swiftvisor-test-XXXXXX\(suffix)".utf8CString)
         let fd = mkstemps(&template, Int32(suffix.utf8.count))
         precondition(fd >= 0, "mkstemps failed")
-        path = String(cString: template)
+        path = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         var done = 0
         while done < bytes.count {
             let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, $0.count - done) }

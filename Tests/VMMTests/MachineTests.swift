@@ -51,6 +51,7 @@ final class MachineTests: XCTestCase {
     }
 
     func testGuestExitCodeIsPassedThroughInEveryMode() throws {
+        try KVMTestHost.skipUnlessUsable()
         XCTAssertEqual(try run(exit(42)).reason, .exitPort(code: 42))
         XCTAssertEqual(try run([0xB0, 7, 0x66, 0xBA, 0x01, 0x05, 0xEE], mode: .protected).reason, .exitPort(code: 7))
         XCTAssertEqual(try run([0xB0, 9, 0xBA, 0x01, 0x05, 0xEE], mode: .real).reason, .exitPort(code: 9))

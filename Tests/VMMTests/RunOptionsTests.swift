@@ -17,7 +17,7 @@ final class RunOptionsTests: XCTestCase {
 
     func testBadArgumentsAreOneLineErrors() {
         for args in [["--memory"], ["--memory", "lots"], ["--mode", "v86", "--image", "x"], ["--frobnicate"],
-                     ["--cpus", "two"], ["--demo", "--image", "x"], ["--entry", "0xZZ"]] {
+                     ["--cpus", "two"], ["--demo", "--image", "x"], ["--entry", "0xZZ"], ["--entry", "0x1000"], ["--mode", "real"]] {
             XCTAssertThrowsError(try RunOptions(arguments: args)) { e in
                 XCTAssertFalse("\(e)".contains("\n"), "\(e)")
             }
