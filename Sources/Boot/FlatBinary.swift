@@ -7,6 +7,8 @@ public struct FlatBinary: Sendable {
     public let mode: CPUMode
     public let loadAddress: UInt64
     public let entry: UInt64
+    /// Whether ring 3 may use the identity map (see `ModeSetup.prepare`).
+    public let userAccessible: Bool
 
     /// Where a flat binary goes when the user does not say: 0x7C00 in real mode (where a
     /// BIOS puts a boot sector), 1 MiB otherwise (where kernels go).
@@ -14,7 +16,8 @@ public struct FlatBinary: Sendable {
         mode == .real ? 0x7C00 : 0x10_0000
     }
 
-    public init(bytes: [UInt8], mode: CPUMode, loadAddress: UInt64? = nil, entry: UInt64? = nil) {
+    public init(bytes: [UInt8], mode: CPUMode, loadAddress: UInt64? = nil, entry: UInt64? = nil, userAccessible: Bool = false) {
+        self.userAccessible = userAccessible
         self.bytes = bytes
         self.mode = mode
         self.loadAddress = loadAddress ?? FlatBinary.defaultLoadAddress(for: mode)
@@ -34,7 +37,7 @@ public struct FlatBinary: Sendable {
         if mode != .real, loadAddress < BootLayout.firstFree {
             throw .malformed("load address 0x\(String(loadAddress, radix: 16)) overlaps the boot GDT and page tables below 0x\(String(BootLayout.firstFree, radix: 16)); use --load-address 0x\(String(BootLayout.firstFree, radix: 16)) or higher")
         }
-        let state = try ModeSetup.prepare(mode, entry: entry, memory: memory)
+        let state = try ModeSetup.prepare(mode, entry: entry, memory: memory, userAccessible: userAccessible)
         try ModeSetup.wrap { () throws(GuestMemoryError) in try memory.write(bytes: bytes, at: GuestAddress(loadAddress)) }
         return state
     }

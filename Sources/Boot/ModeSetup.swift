@@ -4,7 +4,10 @@ import GuestMemory
 /// the register state to enter it, for any loader that starts a guest at `entry`.
 public enum ModeSetup {
     /// Prepares `memory` for `mode` and returns the state to start at `entry`.
-    public static func prepare(_ mode: CPUMode, entry: UInt64, memory: GuestMemory) throws(BootError) -> InitialCPUState {
+    /// `userAccessible` marks the identity map usable from ring 3 (the U/S bit), for
+    /// guests that run code in user mode without page tables of their own.
+    public static func prepare(_ mode: CPUMode, entry: UInt64, memory: GuestMemory,
+                               userAccessible: Bool = false) throws(BootError) -> InitialCPUState {
         switch mode {
         case .real:
             guard entry < 0x10_0000 else { throw .unreachable(what: "entry point", address: entry, mode: .real) }
@@ -25,7 +28,7 @@ public enum ModeSetup {
             return s
         case .long:
             try writeGDT(memory)
-            try writeIdentityPageTables(memory)
+            try writeIdentityPageTables(memory, userAccessible: userAccessible)
             var s = InitialCPUState(mode: .long, rip: entry, code: code64, data: data,
                                     cr0: ControlBits.cr0PE | ControlBits.cr0ET | ControlBits.cr0PG)
             s.gdtBase = BootLayout.gdt
@@ -44,7 +47,11 @@ public enum ModeSetup {
                                         defaultBig: true, granularity4K: true)
     static let code32 = SegmentDescriptor(selector: BootLayout.codeSelector32, base: 0, limit: 0xFFFFF, type: 0xB,
                                           defaultBig: true, granularity4K: true)
-    static let gdtEntries: [UInt64] = [0, code64.encoded, data.encoded, code32.encoded]
+    static let userData = SegmentDescriptor(selector: BootLayout.userDataSelector, base: 0, limit: 0xFFFFF, type: 0x3,
+                                            dpl: 3, defaultBig: true, granularity4K: true)
+    static let userCode64 = SegmentDescriptor(selector: BootLayout.userCodeSelector64, base: 0, limit: 0xFFFFF, type: 0xB,
+                                              dpl: 3, long: true, granularity4K: true)
+    static let gdtEntries: [UInt64] = [0, code64.encoded, data.encoded, code32.encoded, userData.encoded, userCode64.encoded]
 
     static func writeGDT(_ memory: GuestMemory) throws(BootError) {
         for (i, e) in gdtEntries.enumerated() {
@@ -54,8 +61,9 @@ public enum ModeSetup {
 
     /// Identity-maps the first 4 GiB with 2 MiB pages: the window every 64-bit boot
     /// protocol assumes (RAM below the PCI hole, the hole's MMIO, the APIC).
-    static func writeIdentityPageTables(_ memory: GuestMemory) throws(BootError) {
-        let present: UInt64 = 1, writable: UInt64 = 2, large: UInt64 = 1 << 7
+    static func writeIdentityPageTables(_ memory: GuestMemory, userAccessible: Bool) throws(BootError) {
+        let present: UInt64 = 1, large: UInt64 = 1 << 7
+        let writable: UInt64 = userAccessible ? 2 | 4 : 2 // U/S rides along with R/W
         try wrap { () throws(GuestMemoryError) in
             try memory.fill(0, count: 0x1000, at: GuestAddress(BootLayout.pml4))
             try memory.write(BootLayout.pdpt | present | writable, at: GuestAddress(BootLayout.pml4))

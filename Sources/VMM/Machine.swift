@@ -112,8 +112,9 @@ public final class Machine: Sendable {
     /// Runs the machine on one thread per vCPU until it stops, and says why.
     ///
     /// SIGINT, SIGTERM and SIGHUP are taken from the calling thread for the duration
-    /// and turned into a clean stop, so Ctrl-C tears the machine down properly.
-    public func run() -> MachineResult {
+    /// and turned into a clean stop, so Ctrl-C tears the machine down properly. With a
+    /// `timeLimit` (nanoseconds) a guest still running then is stopped with `.timeLimit`.
+    public func run(timeLimit: UInt64? = nil) -> MachineResult {
         let started = monotonicNanoseconds()
         VCPUKicker.installHandler()
         var stopSignals = sigset_t()
@@ -144,7 +145,7 @@ public final class Machine: Sendable {
         // A stop that raced the registrations above must still reach every vCPU.
         if control.isStopping, let reason = control.stopReason { control.stop(reason); kickAll(threads) }
 
-        waitForStop(signalFD: signalFD)
+        waitForStop(signalFD: signalFD, deadline: timeLimit.map { started + $0 })
         for t in threads { HostThread.join(t) }
         control.unregisterAll()
         if signalFD >= 0 { close(signalFD) }
@@ -164,11 +165,17 @@ public final class Machine: Sendable {
         for (i, t) in threads.enumerated() { VCPUKicker(vcpu: vcpus[i], thread: t).kick() }
     }
 
-    private func waitForStop(signalFD: Int32) {
+    private func waitForStop(signalFD: Int32, deadline: UInt64?) {
         var fds = [pollfd(fd: control.stopEvent, events: Int16(POLLIN), revents: 0),
                    pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0)]
         while !control.isStopping {
-            let n = poll(&fds, nfds_t(signalFD >= 0 ? 2 : 1), -1)
+            var timeout: Int32 = -1
+            if let deadline {
+                let now = monotonicNanoseconds()
+                if now >= deadline { control.stop(.timeLimit); break }
+                timeout = Int32(min((deadline - now + 999_999) / 1_000_000, UInt64(Int32.max)))
+            }
+            let n = poll(&fds, nfds_t(signalFD >= 0 ? 2 : 1), timeout)
             if n < 0 { if errno == EINTR { continue } else { break } }
             if signalFD >= 0 && fds[1].revents & Int16(POLLIN) != 0 {
                 var info = signalfd_siginfo()

@@ -63,7 +63,7 @@ public enum BootSource: Equatable, Sendable {
         switch (a, b) {
         case (.demo, .demo): true
         case let (.flat(p1, m1, l1, e1), .flat(p2, m2, l2, e2)): p1 == p2 && m1 == m2 && l1 == l2 && e1 == e2
-        case let (.flatImage(x), .flatImage(y)): x.bytes == y.bytes && x.mode == y.mode && x.loadAddress == y.loadAddress && x.entry == y.entry
+        case let (.flatImage(x), .flatImage(y)): x.bytes == y.bytes && x.mode == y.mode && x.loadAddress == y.loadAddress && x.entry == y.entry && x.userAccessible == y.userAccessible
         default: false
         }
     }

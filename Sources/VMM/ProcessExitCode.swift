@@ -11,6 +11,8 @@ public enum ProcessExitCode {
     public static let guestFailure: Int32 = 70
     public static let vmmFailure: Int32 = 71
     public static let permissionDenied: Int32 = 77
+    /// The guest ran past its time limit (`--timeout`, test runners).
+    public static let timeLimit: Int32 = 124
 
     /// The status for how a machine stopped.
     public static func forStop(_ reason: StopReason) -> Int32 {
@@ -18,6 +20,7 @@ public enum ProcessExitCode {
         case let .exitPort(code): code
         case .powerOff, .reset, .halted: success
         case .tripleFault, .guestFailure: guestFailure
+        case .timeLimit: timeLimit
         case let .signal(s): 128 + s
         case .vmmFailure: vmmFailure
         }

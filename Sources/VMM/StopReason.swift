@@ -10,6 +10,8 @@ public enum StopReason: Equatable, Sendable {
     case halted
     /// The guest triple-faulted (`KVM_EXIT_SHUTDOWN`): on real hardware, a reset.
     case tripleFault
+    /// The guest was still running when its time limit ran out.
+    case timeLimit
     /// The host asked the VMM to stop (SIGINT from Ctrl-C, SIGTERM, SIGHUP).
     case signal(Int32)
     /// The guest did something the VMM cannot go on from; the text names the exit,
@@ -26,6 +28,7 @@ public enum StopReason: Equatable, Sendable {
         case .reset: "guest requested a reset"
         case .halted: "all vCPUs halted with interrupts disabled"
         case .tripleFault: "guest triple-faulted (KVM_EXIT_SHUTDOWN)"
+        case .timeLimit: "stopped: the time limit ran out"
         case let .signal(s): "stopped by signal \(s)" + (s == 2 ? " (SIGINT)" : s == 15 ? " (SIGTERM)" : "")
         case let .guestFailure(why): "guest failure: \(why)"
         case let .vmmFailure(why): "VMM failure: \(why)"
@@ -40,6 +43,7 @@ public enum StopReason: Equatable, Sendable {
         case .reset: "reset"
         case .halted: "halted"
         case .tripleFault: "triple-fault"
+        case .timeLimit: "time-limit"
         case .signal: "signal"
         case .guestFailure: "guest-failure"
         case .vmmFailure: "vmm-failure"

@@ -17,7 +17,7 @@ struct Swiftvisor: ParsableCommand {
             77 no permission on /dev/kvm; 128+N stopped by signal N.
             """,
         version: "0.1.0",
-        subcommands: [RunCommand.self]
+        subcommands: [RunCommand.self, DoctorCommand.self]
     )
 
     /// Starting ArgumentParser (and the FoundationEssentials it brings) costs a few

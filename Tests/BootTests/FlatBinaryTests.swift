@@ -80,3 +80,21 @@ final class FlatBinaryTests: XCTestCase {
         XCTAssertEqual(DemoGuest.loadAddress, 0x7C00)
     }
 }
+
+extension FlatBinaryTests {
+    func testUserAccessibleIdentityMapAndUserSegments() throws {
+        let m = try memory()
+        let s = try FlatBinary(bytes: [0xF4], mode: .long, userAccessible: true).load(into: m)
+        XCTAssertEqual(s.gdtLimit, 6 * 8 - 1, "null, three ring-0 and two ring-3 descriptors")
+        let pml4e: UInt64 = try m.read(at: GuestAddress(BootLayout.pml4))
+        let pde: UInt64 = try m.read(at: GuestAddress(BootLayout.pageDirectories))
+        XCTAssertEqual(pml4e & 4, 4, "U/S on every level")
+        XCTAssertEqual(pde & 4, 4)
+        let userCode: UInt64 = try m.read(at: GuestAddress(BootLayout.gdt + UInt64(BootLayout.userCodeSelector64)))
+        XCTAssertEqual(userCode, 0x00AF_FB00_0000_FFFF, "64-bit code, DPL 3")
+        let kernelOnly = try memory()
+        _ = try FlatBinary(bytes: [0xF4], mode: .long).load(into: kernelOnly)
+        let plain: UInt64 = try kernelOnly.read(at: GuestAddress(BootLayout.pageDirectories))
+        XCTAssertEqual(plain & 4, 0, "supervisor-only by default")
+    }
+}

@@ -148,3 +148,31 @@ extension CLITests {
         XCTAssertEqual(parsed.status, 6, parsed.stderr)
     }
 }
+
+extension CLITests {
+    func testDoctorOnThisMachine() throws {
+        try KVMTestHost.skipUnlessUsable()
+        let r = try swiftvisor(["doctor"])
+        XCTAssertEqual(r.status, 0, r.stdout)
+        XCTAssertTrue(r.stdout.contains("PASS  KVM API"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("this host can run VMs"), r.stdout)
+        XCTAssertFalse(r.stdout.contains("\u{1B}["), "no colour when stdout is not a terminal")
+        let quiet = try swiftvisor(["doctor", "--quiet", "--no-probe"])
+        XCTAssertEqual(quiet.status, 0)
+        XCTAssertEqual(quiet.stdout, "")
+        let json = try swiftvisor(["doctor", "--json"])
+        let o = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
+        XCTAssertEqual(o["canRunVMs"] as? Bool, true)
+        XCTAssertNotNil((o["probe"] as? [String: Any])?["exitNanoseconds"])
+    }
+
+    func testDoctorWithoutTheDeviceSaysWhatToDo() throws {
+        let r = try swiftvisor(["doctor", "--device", "/nonexistent/kvm", "--json"])
+        let o = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        XCTAssertEqual(o["canRunVMs"] as? Bool, false)
+        XCTAssertEqual(r.status, o["exitCode"] as? Int32)
+        XCTAssertTrue([10, 11, 12].contains(r.status), "\(r.status)")
+        let checks = try XCTUnwrap(o["checks"] as? [[String: Any]])
+        XCTAssertTrue(checks.contains { $0["id"] as? String == "device.exists" && $0["status"] as? String == "fail" && $0["fix"] is String })
+    }
+}
