@@ -6,6 +6,16 @@ public enum StandardStream {
     public static func output(_ text: String) { write(fd: 1, text) }
     public static func error(_ text: String) { write(fd: 2, text) }
 
+    /// The one line a failure gets on stderr: `swiftvisor: error: ...`, or with `json`
+    /// `{"error": "...", "exitCode": N}`.
+    public static func failure(_ message: String, code: Int32, json: Bool) {
+        if json {
+            error(JSONValue.object([("error", .string(message)), ("exitCode", .int(Int64(code)))]).rendered + "\n")
+        } else {
+            error("swiftvisor: error: \(message)\n")
+        }
+    }
+
     static func write(fd: Int32, _ text: String) {
         var bytes = Array(text.utf8)
         var done = 0

@@ -9,12 +9,7 @@ import Glibc
 import VMM
 
 func fail(_ message: String, code: Int32, json: Bool) -> Never {
-    if json {
-        let line = JSONValue.object([("error", .string(message)), ("exitCode", .int(Int64(code)))]).rendered
-        StandardStream.error(line + "\n")
-    } else {
-        StandardStream.error("swiftvisor: error: \(message)\n")
-    }
+    StandardStream.failure(message, code: code, json: json)
     exit(code)
 }
 

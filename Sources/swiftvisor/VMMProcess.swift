@@ -22,11 +22,7 @@ enum VMMProcess {
         cArgs.append(nil)
         execv(vmm, &cArgs)
         let message = "cannot start the VMM process \(vmm): \(String(cString: strerror(errno))); install swiftvisor-vmm beside swiftvisor or set SWIFTVISOR_VMM"
-        if json {
-            StandardStream.error(JSONValue.object([("error", .string(message)), ("exitCode", .int(Int64(ProcessExitCode.vmmFailure)))]).rendered + "\n")
-        } else {
-            StandardStream.error("swiftvisor: error: \(message)\n")
-        }
+        StandardStream.failure(message, code: ProcessExitCode.vmmFailure, json: json)
         throw ExitCode(ProcessExitCode.vmmFailure)
     }
 }
