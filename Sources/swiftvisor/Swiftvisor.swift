@@ -1,4 +1,6 @@
 import ArgumentParser
+import Glibc
+import VMM
 
 /// The `swiftvisor` command: runs virtual machines on KVM.
 @main
@@ -28,7 +30,8 @@ struct Swiftvisor: ParsableCommand {
     static func main() {
         let arguments = Array(CommandLine.arguments.dropFirst())
         if let options = RunCommand.fastPath(arguments) {
-            try? VMMProcess.exec(arguments: options.arguments, json: options.json)
+            // exec only returns on failure, which it has already reported.
+            do { try VMMProcess.exec(arguments: options.arguments, json: options.json) } catch { exit(ProcessExitCode.vmmFailure) }
         }
         main(arguments)
     }

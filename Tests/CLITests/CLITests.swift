@@ -176,3 +176,21 @@ extension CLITests {
         XCTAssertTrue(checks.contains { $0["id"] as? String == "device.exists" && $0["status"] as? String == "fail" && $0["fix"] is String })
     }
 }
+
+extension CLITests {
+    func testMissingVMMExecutableIsOneLine() throws {
+        let p = Process()
+        p.executableURL = CLITests.binDirectory.appendingPathComponent("swiftvisor")
+        p.arguments = ["run"]
+        p.environment = ["SWIFTVISOR_VMM": "/nonexistent/swiftvisor-vmm"]
+        let err = Pipe()
+        p.standardError = err
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, ProcessExitCode.vmmFailure)
+        XCTAssertEqual(text.split(separator: "\n").count, 1, text)
+        XCTAssertTrue(text.contains("set SWIFTVISOR_VMM"), text)
+    }
+}
