@@ -31,7 +31,7 @@ struct Swiftvisor: ParsableCommand {
         let arguments = Array(CommandLine.arguments.dropFirst())
         if let options = RunCommand.fastPath(arguments) {
             // exec only returns on failure, which it has already reported.
-            do { try VMMProcess.exec(arguments: options.arguments, json: options.json) } catch { exit(ProcessExitCode.vmmFailure) }
+            do { try VMMProcess.exec(arguments: options.arguments, json: options.json) } catch { Glibc.exit(ProcessExitCode.vmmFailure) }
         }
         main(arguments)
     }
