@@ -12,6 +12,7 @@ public final class Bus: Sendable {
         let start: UInt64
         let length: UInt64
         let device: Device
+        let name: String
         var end: UInt64 { start + length }
     }
 
@@ -34,16 +35,16 @@ public final class Bus: Sendable {
         var mmio: [Mapping<any MMIODevice>] = []
         public init() {}
 
-        public mutating func register(_ device: any PortIODevice, port: UInt16, count: UInt16) throws(OverlapError) {
-            let m = Mapping(start: UInt64(port), length: UInt64(count), device: device)
+        public mutating func register(_ device: any PortIODevice, port: UInt16, count: UInt16, name: String = "device") throws(OverlapError) {
+            let m = Mapping(start: UInt64(port), length: UInt64(count), device: device, name: name)
             guard count > 0, !ports.contains(where: { $0.start < m.end && m.start < $0.end }) else {
                 throw OverlapError(kind: "I/O port", start: m.start, length: m.length)
             }
             ports.append(m)
         }
 
-        public mutating func register(_ device: any MMIODevice, address: UInt64, length: UInt64) throws(OverlapError) {
-            let m = Mapping(start: address, length: length, device: device)
+        public mutating func register(_ device: any MMIODevice, address: UInt64, length: UInt64, name: String = "device") throws(OverlapError) {
+            let m = Mapping(start: address, length: length, device: device, name: name)
             guard length > 0, address.addingReportingOverflow(length).overflow == false,
                   !mmio.contains(where: { $0.start < m.end && m.start < $0.end }) else {
                 throw OverlapError(kind: "MMIO", start: address, length: length)
@@ -107,6 +108,12 @@ public final class Bus: Sendable {
         }
         m.device.write(offset: address - m.start, size: size, value: value)
     }
+
+    /// The name a device was registered under at `port`, or "unclaimed".
+    public func portName(_ port: UInt16) -> String { Bus.find(ports, UInt64(port))?.name ?? "unclaimed" }
+
+    /// The name of the MMIO device at `address`, or "unclaimed".
+    public func mmioName(_ address: UInt64) -> String { Bus.find(mmio, address)?.name ?? "unclaimed" }
 
     /// Accesses that no device claimed, since the machine started.
     public var unclaimedAccesses: UInt64 { unclaimed.load(ordering: .relaxed) }

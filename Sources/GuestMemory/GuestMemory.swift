@@ -125,6 +125,16 @@ public final class GuestMemory: Sendable {
         return String(decoding: bytes, as: UTF8.self)
     }
 
+    /// Drops and restores access to the host page behind `address` (`mprotect` to
+    /// none, then back), as QEMU's pc-testdev "flush page" does: KVM must then fault
+    /// the page in again, which tests its shadow/EPT invalidation.
+    public func refaultPage(at address: GuestAddress) throws(GuestMemoryError) {
+        let page = address.value & ~0xFFF
+        let p = try host(GuestAddress(page), 0x1000)
+        mprotect(p, 0x1000, PROT_NONE)
+        mprotect(p, 0x1000, PROT_READ | PROT_WRITE)
+    }
+
     /// Pages actually backed by host memory (`mincore`), to tell guest memory apart
     /// from the VMM's own in resident-size figures.
     public var residentBytes: UInt64 {

@@ -15,6 +15,12 @@ struct ExitLoop: Sendable {
     enum Outcome { case stopped, haltedForGood }
 
     func run() -> Outcome {
+        let outcome = loop()
+        if let rip = try? vcpu.registers().rip { statistics.update { $0.finalRIP = rip } }
+        return outcome
+    }
+
+    private func loop() -> Outcome {
         var left = monotonicNanoseconds()
         while !control.isStopping {
             let exit: VMExit

@@ -11,6 +11,9 @@ public struct ExitStatistics: Sendable, Equatable {
     /// The busiest port-I/O and MMIO addresses (bounded; see `HotSpots`).
     public var ports = HotSpots()
     public var mmio = HotSpots()
+    /// Where the vCPU was when its run loop ended (per-vCPU statistics only): what a
+    /// report on a hung or stopped guest needs.
+    public var finalRIP: UInt64?
 
     public init() {}
 

@@ -34,81 +34,6 @@ public final class Machine: Sendable {
         self.buildStarted = buildStarted
     }
 
-    /// Builds a machine: KVM, memory, boot image, devices, vCPUs. `console` receives
-    /// what the guest writes to COM1.
-    public static func build(_ config: MachineConfig, console: any SerialOutput) throws(MachineError) -> Machine {
-        let started = monotonicNanoseconds()
-        do { try config.validate() } catch { throw .config(error) }
-
-        // The image first: a missing or bad file is the likeliest mistake, and should
-        // be reported before any KVM resource is taken.
-        let image = try bootImage(config.boot)
-
-        let kvm: KVMSystem
-        do { kvm = try KVMSystem(path: config.kvmPath) } catch {
-            throw .kvmUnavailable(error, permission: error.errno == .permissionDenied || error.errno == .notPermitted)
-        }
-        guard config.vcpuCount <= kvm.maxVCPUs else {
-            throw .config(.invalid("cpus", "this host's KVM allows at most \(kvm.maxVCPUs) vCPUs"))
-        }
-
-        let vm: VirtualMachine
-        do {
-            vm = try kvm.createVM()
-            if kvm.check(.setTSSAddress) != 0 { try vm.setTSSAddress(RAMLayout.tssAddress) }
-            if kvm.check(.setIdentityMapAddress) != 0 { try vm.setIdentityMapAddress(RAMLayout.identityMapAddress) }
-        } catch { throw .kvm(error) }
-
-        let memory: GuestMemory
-        do { memory = try GuestMemory(ranges: RAMLayout.ranges(memorySize: config.memorySize)) } catch { throw .memory(error) }
-        guard memory.regions.count <= kvm.maxMemorySlots else {
-            throw .kvm(KVMError("KVM_SET_USER_MEMORY_REGION", errno: nil, hint: "the host allows only \(kvm.maxMemorySlots) memory slots"))
-        }
-        do {
-            for (slot, region) in memory.regions.enumerated() {
-                try vm.setUserMemoryRegion(slot: UInt32(slot), guestAddress: region.start.value,
-                                           size: region.size, hostAddress: region.hostAddress)
-            }
-        } catch { throw .kvm(error) }
-
-        let state: InitialCPUState
-        do { state = try image.load(into: memory) } catch { throw .boot(error) }
-
-        let control = MachineControl()
-        var devices = Bus.Builder()
-        do {
-            try devices.register(Serial8250(output: console), port: Serial8250.com1, count: Serial8250.registerCount)
-            try devices.register(ExitPort(power: control), port: ExitPort.port, count: 1)
-        } catch { throw .device(error.description) }
-
-        var vcpus: [VCPU] = []
-        do {
-            let cpuid = try kvm.supportedCPUID()
-            for index in 0..<config.vcpuCount {
-                let vcpu = try vm.createVCPU(id: index)
-                try vcpu.setCPUID(CPUIDTable.forVCPU(index, supported: cpuid))
-                try vcpu.apply(state, index: index)
-                vcpus.append(vcpu)
-            }
-        } catch { throw .kvm(error) }
-
-        return Machine(config: config, memory: memory, bus: devices.build(), kvm: kvm, vm: vm,
-                       vcpus: vcpus, control: control, buildStarted: started)
-    }
-
-    static func bootImage(_ source: BootSource) throws(MachineError) -> FlatBinary {
-        switch source {
-        case .demo:
-            return FlatBinary(bytes: DemoGuest.bytes, mode: .real, loadAddress: DemoGuest.loadAddress)
-        case let .flat(path, mode, load, entry):
-            let bytes = try ImageFile.read(path)
-            guard !bytes.isEmpty else { throw .boot(.emptyImage) }
-            return FlatBinary(bytes: bytes, mode: mode, loadAddress: load, entry: entry)
-        case let .flatImage(image):
-            return image
-        }
-    }
-
     /// Runs the machine on one thread per vCPU until it stops, and says why.
     ///
     /// SIGINT, SIGTERM and SIGHUP are taken from the calling thread for the duration
@@ -197,13 +122,7 @@ public final class Machine: Sendable {
     }
 
     /// The name of the device at an I/O port, for reports.
-    public func portName(_ port: UInt16) -> String {
-        switch port {
-        case Serial8250.com1..<(Serial8250.com1 + Serial8250.registerCount): "COM1 8250 UART"
-        case ExitPort.port: "exit port"
-        default: "unclaimed"
-        }
-    }
+    public func portName(_ port: UInt16) -> String { bus.portName(port) }
 }
 
 /// How a run ended and what it cost.

@@ -7,6 +7,9 @@ public struct MachineConfig: Equatable, Sendable {
     public var vcpuCount: Int
     public var boot: BootSource
     public var kvmPath: String
+    /// The devices QEMU offers test suites (isa-debug-exit, pc-testdev, fw_cfg): off
+    /// unless asked for, since no ordinary guest needs them.
+    public var testDevices: Bool
 
     public static let defaultMemorySize: UInt64 = 64 << 20
     /// Guest RAM Swiftvisor will map; beyond this a typo ("64G" for "64M") is likelier
@@ -15,11 +18,12 @@ public struct MachineConfig: Equatable, Sendable {
     public static let minimumMemorySize: UInt64 = 1 << 20
 
     public init(memorySize: UInt64 = MachineConfig.defaultMemorySize, vcpuCount: Int = 1,
-                boot: BootSource = .demo, kvmPath: String = "/dev/kvm") {
+                boot: BootSource = .demo, kvmPath: String = "/dev/kvm", testDevices: Bool = false) {
         self.memorySize = memorySize
         self.vcpuCount = vcpuCount
         self.boot = boot
         self.kvmPath = kvmPath
+        self.testDevices = testDevices
     }
 
     /// Checks what can be checked without touching KVM or files.
@@ -58,11 +62,15 @@ public enum BootSource: Equatable, Sendable {
     case flat(path: String, mode: CPUMode, loadAddress: UInt64?, entry: UInt64?)
     /// A raw binary already in memory (library users, tests).
     case flatImage(FlatBinary)
+    /// A kernel file, its command line and an optional initial RAM disk (a Multiboot
+    /// kernel's one module). The format is recognised from the file.
+    case kernel(path: String, commandLine: String, initrd: String?)
 
     public static func == (a: BootSource, b: BootSource) -> Bool {
         switch (a, b) {
         case (.demo, .demo): true
         case let (.flat(p1, m1, l1, e1), .flat(p2, m2, l2, e2)): p1 == p2 && m1 == m2 && l1 == l2 && e1 == e2
+        case let (.kernel(p1, c1, i1), .kernel(p2, c2, i2)): p1 == p2 && c1 == c2 && i1 == i2
         case let (.flatImage(x), .flatImage(y)): x.bytes == y.bytes && x.mode == y.mode && x.loadAddress == y.loadAddress && x.entry == y.entry && x.userAccessible == y.userAccessible
         default: false
         }

@@ -12,11 +12,14 @@ public struct RunOptions: Equatable, Sendable {
     public var stats: Bool
     /// Print the report as JSON on stdout; the guest console goes to stderr.
     public var json: Bool
+    /// Stop a guest still running after this many seconds (exit code 124).
+    public var timeoutSeconds: Double?
 
-    public init(config: MachineConfig, stats: Bool = false, json: Bool = false) {
+    public init(config: MachineConfig, stats: Bool = false, json: Bool = false, timeoutSeconds: Double? = nil) {
         self.config = config
         self.stats = stats
         self.json = json
+        self.timeoutSeconds = timeoutSeconds
     }
 
     /// The argument vector that `init(arguments:)` reads back.
@@ -32,7 +35,13 @@ public struct RunOptions: Equatable, Sendable {
             if let entry { a += ["--entry", RunOptions.hex(entry)] }
         case .flatImage:
             break // in-memory images cannot cross a process boundary
+        case let .kernel(path, commandLine, initrd):
+            a += ["--kernel", path]
+            if !commandLine.isEmpty { a += ["--cmdline", commandLine] }
+            if let initrd { a += ["--initrd", initrd] }
         }
+        if config.testDevices { a.append("--test-devices") }
+        if let timeoutSeconds { a += ["--timeout", String(timeoutSeconds)] }
         if stats { a.append("--stats") }
         if json { a.append("--json") }
         return a
@@ -48,6 +57,8 @@ public struct RunOptions: Equatable, Sendable {
         var config = MachineConfig()
         var stats = false, json = false, demo = false
         var image: String? = nil, mode: CPUMode? = nil
+        var kernel: String? = nil, commandLine: String? = nil, initrd: String? = nil
+        var timeout: Double? = nil
         var load: UInt64? = nil, entry: UInt64? = nil
         var i = 0
         func value(_ flag: String) throws(ParseError) -> String {
@@ -81,6 +92,14 @@ public struct RunOptions: Equatable, Sendable {
                 let v = try value(flag)
                 guard let n = RunOptions.parseAddress(v) else { throw ParseError(description: "--entry: '\(v)' is not an address") }
                 entry = n
+            case "--kernel": kernel = try value(flag)
+            case "--cmdline": commandLine = try value(flag)
+            case "--initrd": initrd = try value(flag)
+            case "--test-devices": config.testDevices = true
+            case "--timeout":
+                let v = try value(flag)
+                guard let t = Double(v), t > 0, t.isFinite else { throw ParseError(description: "--timeout: '\(v)' is not a positive number of seconds") }
+                timeout = t
             case "--stats": stats = true
             case "--json": json = true
             default:
@@ -88,7 +107,16 @@ public struct RunOptions: Equatable, Sendable {
             }
             i += 1
         }
-        if let image {
+        if kernel == nil, commandLine != nil || initrd != nil {
+            throw ParseError(description: "--cmdline and --initrd need --kernel")
+        }
+        if let kernel {
+            guard !demo, image == nil else { throw ParseError(description: "--kernel excludes --image and --demo") }
+            guard mode == nil, load == nil, entry == nil else {
+                throw ParseError(description: "--mode, --load-address and --entry are for --image; a kernel says where it goes")
+            }
+            config.boot = .kernel(path: kernel, commandLine: commandLine ?? "", initrd: initrd)
+        } else if let image {
             guard !demo else { throw ParseError(description: "--demo and --image exclude each other") }
             config.boot = .flat(path: image, mode: mode ?? .long, loadAddress: load, entry: entry)
         } else {
@@ -97,7 +125,7 @@ public struct RunOptions: Equatable, Sendable {
             }
             config.boot = .demo
         }
-        self.init(config: config, stats: stats, json: json)
+        self.init(config: config, stats: stats, json: json, timeoutSeconds: timeout)
     }
 
     /// `0x7c00`, `7c00h` or decimal `31744`.

@@ -29,6 +29,10 @@ public struct RunReport: Sendable {
     public var text: String {
         let s = result.statistics
         var out = "\nswiftvisor: \(result.reason.summary)\n"
+        if result.reason == .timeLimit || result.reason.kind == "signal" {
+            let where_ = result.perVCPU.enumerated().compactMap { i, s in s.finalRIP.map { "vCPU \(i) at RIP 0x\(String($0, radix: 16))" } }
+            if !where_.isEmpty { out += "  " + where_.joined(separator: ", ") + "\n" }
+        }
         out += "  \(config.vcpuCount) vCPU\(config.vcpuCount == 1 ? "" : "s"), \(ByteSize.format(config.memorySize)) RAM; "
         out += "set up in \(RunReport.ms(result.setupNanoseconds)), ran \(RunReport.ms(result.runNanoseconds))\n"
         out += "  VM exits that reached the VMM: \(s.totalExits)\n"
@@ -88,6 +92,7 @@ public struct RunReport: Sendable {
             ("vmmNanoseconds", .uint(s.vmmNanoseconds)),
             ("entries", .uint(s.entries)),
             ("exits", .object(exits)),
+            ("finalRIPs", .array(result.perVCPU.map { s in s.finalRIP.map { .uint($0) } ?? .null })),
             ("ports", .array(s.ports.sorted.map { .object([("port", .uint($0.address)), ("device", .string(portName(UInt16($0.address)))), ("count", .uint($0.count))]) })),
             ("mmioPages", .array(s.mmio.sorted.map { .object([("address", .uint($0.address)), ("count", .uint($0.count))]) })),
             ("unclaimedAccesses", .uint(result.unclaimedAccesses)),

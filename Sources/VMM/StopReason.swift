@@ -23,7 +23,7 @@ public enum StopReason: Equatable, Sendable {
     /// A one-line description for people.
     public var summary: String {
         switch self {
-        case let .exitPort(code): "guest exited with code \(code) (exit port 0x501)"
+        case let .exitPort(code): "guest exited with code \(code)"
         case .powerOff: "guest powered off"
         case .reset: "guest requested a reset"
         case .halted: "all vCPUs halted with interrupts disabled"

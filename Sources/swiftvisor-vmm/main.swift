@@ -4,7 +4,8 @@
 // same flags, so what stays resident while a guest runs is only the VMM library and
 // the Swift runtime, not the argument parser and Foundation (README "Two executables").
 // Usage: swiftvisor-vmm [--demo | --image FILE --mode real|protected|long
-//        [--load-address A] [--entry A]] [--memory SIZE] [--cpus N] [--stats] [--json]
+//        [--load-address A] [--entry A] | --kernel FILE [--cmdline S] [--initrd FILE]]
+//        [--memory SIZE] [--cpus N] [--test-devices] [--timeout SECONDS] [--stats] [--json]
 import Glibc
 import VMM
 
@@ -31,7 +32,7 @@ do {
     fail(error.description, code: ProcessExitCode.forError(error), json: options.json)
 }
 
-let result = machine.run()
+let result = machine.run(timeLimit: options.timeoutSeconds.map { UInt64($0 * 1e9) })
 let report = RunReport(result: result, config: options.config, portName: { machine.portName($0) },
                        vmmResident: ProcessMemory.resident())
 
@@ -41,7 +42,7 @@ if options.json {
     StandardStream.error(report.text)
 } else {
     switch result.reason {
-    case .guestFailure, .vmmFailure, .tripleFault:
+    case .guestFailure, .vmmFailure, .tripleFault, .timeLimit:
         StandardStream.error("swiftvisor: \(result.reason.summary)\n")
     default:
         break

@@ -39,6 +39,21 @@ struct RunCommand: ParsableCommand {
             transform: RunCommand.address)
     var entry: UInt64?
 
+    @Option(name: .long, help: ArgumentHelp("A kernel to boot: a Multiboot image (e.g. a kvm-unit-tests .flat file).", valueName: "file"))
+    var kernel: String?
+
+    @Option(name: .long, help: ArgumentHelp("The kernel's command line.", valueName: "text"))
+    var cmdline: String?
+
+    @Option(name: .long, help: ArgumentHelp("An initial RAM disk: a Multiboot kernel's module.", valueName: "file"))
+    var initrd: String?
+
+    @Flag(name: .long, help: "Add the devices QEMU offers test suites: isa-debug-exit (0xf4), pc-testdev, fw_cfg.")
+    var testDevices = false
+
+    @Option(name: .long, help: ArgumentHelp("Stop a guest still running after this many seconds (exit code 124).", valueName: "seconds"))
+    var timeout: Double?
+
     @Option(name: .long, help: ArgumentHelp("Guest RAM, e.g. 64M or 2G.", valueName: "size"), transform: RunCommand.size)
     var memory: UInt64 = MachineConfig.defaultMemorySize
 
@@ -70,10 +85,20 @@ struct RunCommand: ParsableCommand {
         if image == nil, mode != nil || loadAddress != nil || entry != nil {
             throw ValidationError("--mode, --load-address and --entry need --image")
         }
-        let boot: BootSource = image.map { .flat(path: $0, mode: mode ?? .long, loadAddress: loadAddress, entry: entry) } ?? .demo
-        let config = MachineConfig(memorySize: memory, vcpuCount: cpus, boot: boot, kvmPath: kvmDevice)
+        if kernel == nil, cmdline != nil || initrd != nil {
+            throw ValidationError("--cmdline and --initrd need --kernel")
+        }
+        if kernel != nil, image != nil { throw ValidationError("--kernel excludes --image") }
+        if let timeout, !(timeout > 0) || !timeout.isFinite { throw ValidationError("--timeout must be a positive number of seconds") }
+        let boot: BootSource
+        if let kernel {
+            boot = .kernel(path: kernel, commandLine: cmdline ?? "", initrd: initrd)
+        } else {
+            boot = image.map { .flat(path: $0, mode: mode ?? .long, loadAddress: loadAddress, entry: entry) } ?? .demo
+        }
+        let config = MachineConfig(memorySize: memory, vcpuCount: cpus, boot: boot, kvmPath: kvmDevice, testDevices: testDevices)
         do { try config.validate() } catch { throw ValidationError(error.description) }
-        return RunOptions(config: config, stats: stats, json: json)
+        return RunOptions(config: config, stats: stats, json: json, timeoutSeconds: timeout)
     }
 
     /// The options of `swiftvisor run ARGS` when the VMM's parser reads `ARGS` as they

@@ -1,0 +1,60 @@
+import Glibc
+import Synchronization
+
+/// The ACPI power-management block the FADT points at (PIIX layout, base 0xB000):
+/// PM1a event (status and enable, 4 bytes), PM1a control (2 bytes: SLP_TYP and SLP_EN;
+/// entering the `\_S5` sleep type powers the machine off), and the PM timer, a 32-bit
+/// counter at 3.579545 MHz derived from the host's monotonic clock.
+public final class PowerManagement: PortIODevice {
+    public static let portCount: UInt16 = 12
+    public static let timerFrequency: UInt64 = 3_579_545
+
+    let power: any PowerControl
+    let s5SleepType: UInt16
+    private struct Registers { var status: UInt16 = 0; var enable: UInt16 = 0; var control: UInt16 = 1 } // SCI_EN: ACPI mode
+    private let registers = Mutex(Registers())
+    private let started: UInt64
+
+    public init(power: any PowerControl, s5SleepType: UInt16) {
+        self.power = power
+        self.s5SleepType = s5SleepType
+        started = PowerManagement.now()
+    }
+
+    static func now() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+
+    /// The PM timer's value now.
+    public var timer: UInt32 {
+        let ns = PowerManagement.now() - started
+        // ticks = ns * f / 1e9, split to avoid overflow for long uptimes.
+        let ticks = (ns / 1_000_000_000) * PowerManagement.timerFrequency + (ns % 1_000_000_000) * PowerManagement.timerFrequency / 1_000_000_000
+        return UInt32(truncatingIfNeeded: ticks)
+    }
+
+    public func read(offset: UInt16, size: Int) -> UInt32 {
+        switch offset {
+        case 0...1: return registers.withLock { UInt32($0.status) >> (8 * UInt32(offset)) }
+        case 2...3: return registers.withLock { UInt32($0.enable) >> (8 * UInt32(offset - 2)) }
+        case 4...5: return registers.withLock { UInt32($0.control) >> (8 * UInt32(offset - 4)) }
+        case 8...11: return timer >> (8 * UInt32(offset - 8))
+        default: return 0
+        }
+    }
+
+    public func write(offset: UInt16, size: Int, value: UInt32) {
+        switch offset {
+        case 0: registers.withLock { $0.status &= ~UInt16(truncatingIfNeeded: value) } // write 1 to clear
+        case 2: registers.withLock { $0.enable = UInt16(truncatingIfNeeded: value) }
+        case 4:
+            let v = UInt16(truncatingIfNeeded: value)
+            let sleepType = (v >> 10) & 7, sleepEnable = v & (1 << 13) != 0
+            registers.withLock { $0.control = v & ~(1 << 13) }
+            if sleepEnable && sleepType == s5SleepType { power.guestPowerOff() }
+        default: break
+        }
+    }
+}
