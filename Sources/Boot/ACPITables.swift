@@ -30,7 +30,7 @@ public enum ACPITables {
             throw .doesNotFit(what: "ACPI tables", address: base, size: areaSize, memorySize: memory.size)
         }
         let rsdp = base, rsdt = base + 0x40, xsdt = base + 0x80, facs = base + 0xC0, fadt = base + 0x100,
-            dsdt = base + 0x200, madt = base + 0x300
+            dsdt = base + 0x280, madt = base + 0x300 // FADT: 268 bytes from +0x100
 
         var w = ByteWriter()
         // DSDT: Name (_S5, Package (4) { 5, 5, 0, 0 })
@@ -108,7 +108,12 @@ public enum ACPITables {
         p.bytes[8] = checksum(p.bytes[0..<20])
         p.bytes[32] = checksum(p.bytes[0..<36])
 
-        guard madtBytes.count <= Int(areaSize) - 0x300 else { throw .malformed("too many vCPUs for the ACPI area") }
+        // Each table must end before the next begins.
+        let layout: [(UInt64, Int)] = [(rsdp, p.bytes.count), (rsdt, rsdtBytes.count), (xsdt, xsdtBytes.count), (facs, facsBytes.count),
+                                       (fadt, fadtBytes.count), (dsdt, dsdtBytes.count), (madt, madtBytes.count), (base + areaSize, 0)]
+        for (a, b) in zip(layout, layout.dropFirst()) where a.0 + UInt64(a.1) > b.0 {
+            throw .malformed("ACPI table at 0x\(String(a.0, radix: 16)) (\(a.1) bytes) runs into the next one (too many vCPUs?)")
+        }
         try ModeSetup.wrap { () throws(GuestMemoryError) in
             try memory.fill(0, count: 0x1000 + UInt64(madtBytes.count), at: GuestAddress(base))
             for (address, bytes) in [(rsdp, p.bytes), (rsdt, rsdtBytes), (xsdt, xsdtBytes), (facs, facsBytes),

@@ -8,8 +8,9 @@ import Synchronization
 /// - 0xE8..0xEB: the same scratch register through byte-wide ports;
 /// - 0x2000..0x2017: write to port 0x2000 + n to set ISA IRQ line n to the value's truth;
 /// - MMIO 0xFF000000, 64 KiB: scratch memory that is not RAM (every access exits).
-/// Behaviour follows QEMU's hw/misc/pc-testdev.c.
-public final class PCTestDevice: PortIODevice, MMIODevice {
+/// Behaviour follows QEMU's hw/misc/pc-testdev.c. The object itself is the MMIO
+/// window; each port window is a `window(_:)` registered at its port.
+public final class PCTestDevice: MMIODevice {
     public static let scratchPort: UInt16 = 0xE0
     public static let flushPort: UInt16 = 0xE4
     public static let bytePort: UInt16 = 0xE8
@@ -71,10 +72,6 @@ public final class PCTestDevice: PortIODevice, MMIODevice {
             if Int(offset) < irqLines.count { irqLines[Int(offset)].setLevel(value != 0) }
         }
     }
-
-    // Unused through `self`: reach the ports through `window(_:)`.
-    public func read(offset: UInt16, size: Int) -> UInt32 { portRead(.scratch, offset: offset, size: size) }
-    public func write(offset: UInt16, size: Int, value: UInt32) { portWrite(.scratch, offset: offset, size: size, value: value) }
 
     public func read(offset: UInt64, size: Int) -> UInt64 {
         state.withLock { s in

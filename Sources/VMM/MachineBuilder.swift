@@ -41,7 +41,7 @@ extension Machine {
         if platform {
             do {
                 try vm.createIRQChip()
-                try vm.createPIT2()
+                if config.pit { try vm.createPIT2() }
             } catch { throw .kvm(error) }
         }
 
@@ -151,7 +151,8 @@ enum GuestImage {
             case let .multiboot(kernel, commandLine, module):
                 try ACPITables.write(into: memory, cpus: config.vcpuCount)
                 let map = PlatformMemoryMap.entries(ramRanges: RAMLayout.ranges(memorySize: config.memorySize))
-                return try kernel.load(into: memory, commandLine: commandLine, modules: module.map { [$0] } ?? [], memoryMap: map)
+                let entry = try kernel.load(into: memory, commandLine: commandLine, modules: module.map { [$0] } ?? [], memoryMap: map)
+                return try LegacyFirmware.wrap(entry, memory: memory)
             }
         } catch { throw .boot(error) }
     }

@@ -10,6 +10,9 @@ public struct MachineConfig: Equatable, Sendable {
     /// The devices QEMU offers test suites (isa-debug-exit, pc-testdev, fw_cfg): off
     /// unless asked for, since no ordinary guest needs them.
     public var testDevices: Bool
+    /// Whether kernels get the i8254 PIT (QEMU's `-machine pit=off` leaves it out, for
+    /// guests that must not see its interrupts).
+    public var pit: Bool
 
     public static let defaultMemorySize: UInt64 = 64 << 20
     /// Guest RAM Swiftvisor will map; beyond this a typo ("64G" for "64M") is likelier
@@ -18,7 +21,8 @@ public struct MachineConfig: Equatable, Sendable {
     public static let minimumMemorySize: UInt64 = 1 << 20
 
     public init(memorySize: UInt64 = MachineConfig.defaultMemorySize, vcpuCount: Int = 1,
-                boot: BootSource = .demo, kvmPath: String = "/dev/kvm", testDevices: Bool = false) {
+                boot: BootSource = .demo, kvmPath: String = "/dev/kvm", testDevices: Bool = false, pit: Bool = true) {
+        self.pit = pit
         self.memorySize = memorySize
         self.vcpuCount = vcpuCount
         self.boot = boot

@@ -41,6 +41,7 @@ public struct RunOptions: Equatable, Sendable {
             if let initrd { a += ["--initrd", initrd] }
         }
         if config.testDevices { a.append("--test-devices") }
+        if !config.pit { a.append("--no-pit") }
         if let timeoutSeconds { a += ["--timeout", String(timeoutSeconds)] }
         if stats { a.append("--stats") }
         if json { a.append("--json") }
@@ -96,6 +97,7 @@ public struct RunOptions: Equatable, Sendable {
             case "--cmdline": commandLine = try value(flag)
             case "--initrd": initrd = try value(flag)
             case "--test-devices": config.testDevices = true
+            case "--no-pit": config.pit = false
             case "--timeout":
                 let v = try value(flag)
                 guard let t = Double(v), t > 0, t.isFinite else { throw ParseError(description: "--timeout: '\(v)' is not a positive number of seconds") }

@@ -51,6 +51,9 @@ struct RunCommand: ParsableCommand {
     @Flag(name: .long, help: "Add the devices QEMU offers test suites: isa-debug-exit (0xf4), pc-testdev, fw_cfg.")
     var testDevices = false
 
+    @Flag(name: .long, help: "Leave out the i8254 timer (PIT) that kernels otherwise get.")
+    var noPit = false
+
     @Option(name: .long, help: ArgumentHelp("Stop a guest still running after this many seconds (exit code 124).", valueName: "seconds"))
     var timeout: Double?
 
@@ -96,7 +99,7 @@ struct RunCommand: ParsableCommand {
         } else {
             boot = image.map { .flat(path: $0, mode: mode ?? .long, loadAddress: loadAddress, entry: entry) } ?? .demo
         }
-        let config = MachineConfig(memorySize: memory, vcpuCount: cpus, boot: boot, kvmPath: kvmDevice, testDevices: testDevices)
+        let config = MachineConfig(memorySize: memory, vcpuCount: cpus, boot: boot, kvmPath: kvmDevice, testDevices: testDevices, pit: !noPit)
         do { try config.validate() } catch { throw ValidationError(error.description) }
         return RunOptions(config: config, stats: stats, json: json, timeoutSeconds: timeout)
     }

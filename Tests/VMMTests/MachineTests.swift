@@ -163,3 +163,84 @@ final class MachineTests: XCTestCase {
         XCTAssertEqual(machine.run().reason, .exitPort(code: 3))
     }
 }
+
+/// Multiboot kernels on the PC platform (irqchip, fw_cfg, isa-debug-exit).
+final class MultibootMachineTests: XCTestCase {
+    /// 32-bit code: checks EAX is the Multiboot magic and mem_upper is right, counts
+    /// the vCPUs that run it, reads the CPU count from fw_cfg, and exits through
+    /// isa-debug-exit with counter * 16 + cpus (99: bad magic, 98: bad memory size).
+    static let kernelCode: [UInt8] = [
+        0x3D, 0x02, 0xB0, 0xAD, 0x2B, 0x75, 0x37, 0x8B, 0x4B, 0x08, 0x81, 0xF9, 0x00, 0x3C, 0x00, 0x00,
+        0x75, 0x33, 0xF0, 0xFF, 0x05, 0x00, 0x0F, 0x10, 0x00, 0xBA, 0x20, 0x4E, 0x00, 0x00, 0x4A, 0x75,
+        0xFD, 0x66, 0xBA, 0x10, 0x05, 0x66, 0xB8, 0x05, 0x00, 0x66, 0xEF, 0x66, 0x42, 0x31, 0xC0, 0xEC,
+        0x8B, 0x0D, 0x00, 0x0F, 0x10, 0x00, 0xC1, 0xE1, 0x04, 0x01, 0xC8, 0xE7, 0xF4, 0xF4, 0xB8, 0x63,
+        0x00, 0x00, 0x00, 0xE7, 0xF4, 0xB8, 0x62, 0x00, 0x00, 0x00, 0xE7, 0xF4,
+    ]
+
+    func testBootsTheMultibootWayAndStartsOnlyTheBootVCPU() throws {
+        try KVMTestHost.skipUnlessUsable()
+        let file = TemporaryFile(bytes: CraftedImage.multibootELF(code: Self.kernelCode))
+        let config = MachineConfig(memorySize: 16 << 20, vcpuCount: 2,
+                                   boot: .kernel(path: file.path, commandLine: "", initrd: nil), testDevices: true)
+        let result = try Machine.build(config, console: CapturedConsole()).run(timeLimit: 30_000_000_000)
+        // One vCPU ran the kernel (the other waits for INIT/SIPI); fw_cfg says 2.
+        XCTAssertEqual(result.reason, .exitPort(code: 1 * 16 + 2))
+    }
+
+    func testTestDevicesAreOffUnlessAskedFor() throws {
+        try KVMTestHost.skipUnlessUsable()
+        let file = TemporaryFile(bytes: CraftedImage.multibootELF(code: Self.kernelCode))
+        let config = MachineConfig(memorySize: 16 << 20, boot: .kernel(path: file.path, commandLine: "", initrd: nil))
+        let machine = try Machine.build(config, console: CapturedConsole())
+        XCTAssertEqual(machine.portName(0xF4), "unclaimed")
+        XCTAssertEqual(machine.portName(0x510), "unclaimed")
+        // Without isa-debug-exit the guest's OUT goes nowhere and it halts for good.
+        let result = machine.run(timeLimit: 2_000_000_000)
+        XCTAssertEqual(result.reason, .timeLimit)
+        XCTAssertEqual(ProcessExitCode.forStop(result.reason), 124)
+        XCTAssertNotNil(result.perVCPU.first?.finalRIP)
+    }
+
+    func testNonMultibootKernelsAreAClearError() throws {
+        try KVMTestHost.skipUnlessUsable()
+        let file = TemporaryFile(bytes: [UInt8](repeating: 0x90, count: 4096))
+        XCTAssertThrowsError(try Machine.build(MachineConfig(boot: .kernel(path: file.path, commandLine: "", initrd: nil)), console: CapturedConsole())) { e in
+            XCTAssertTrue("\(e)".contains("is not a Multiboot kernel"), "\(e)")
+            XCTAssertEqual((e as? MachineError).map(ProcessExitCode.forError), ProcessExitCode.badImage)
+        }
+    }
+}
+
+/// The kvm-unit-tests images in ../shared, when present: a few quick entries end to end.
+final class KVMUnitTestsImageTests: XCTestCase {
+    static let directory: String = {
+        let here = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        return here.deletingLastPathComponent().appendingPathComponent("shared/kvm-unit-tests").path
+    }()
+
+    func run(_ image: String, cpus: Int = 1, args: String = "") throws -> (MachineResult, String) {
+        try KVMTestHost.skipUnlessUsable()
+        let path = Self.directory + "/" + image
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw XCTSkip("\(path) is absent: build kvm-unit-tests (./configure && make) and run scripts/kvm-unit-tests on its x86 folder")
+        }
+        let env = TemporaryFile(bytes: [])
+        let console = CapturedConsole()
+        let config = MachineConfig(memorySize: 128 << 20, vcpuCount: cpus,
+                                   boot: .kernel(path: path, commandLine: args, initrd: env.path), testDevices: true)
+        return (try Machine.build(config, console: console).run(timeLimit: 60_000_000_000), console.text)
+    }
+
+    func testSMPTestBringsUpThreeCPUs() throws {
+        let (result, console) = try run("smptest.flat", cpus: 3)
+        XCTAssertEqual(result.reason, .exitPort(code: 0), console)
+        XCTAssertTrue(console.contains("found 3 cpus"), console)
+        XCTAssertTrue(console.contains("PASS: IPI to each CPU"), console)
+    }
+
+    func testSetjmpPasses() throws {
+        let (result, console) = try run("setjmp.flat")
+        XCTAssertEqual(result.reason, .exitPort(code: 0), console)
+        XCTAssertTrue(console.contains("SUMMARY: 10 tests"), console)
+    }
+}

@@ -1,0 +1,82 @@
+import Devices
+import GuestMemory
+import Synchronization
+import Glibc
+import XCTest
+
+final class TestDeviceTests: XCTestCase {
+    final class Power: PowerControl {
+        let log = Mutex<[String]>([])
+        func guestExit(code: Int32) { log.withLock { $0.append("exit \(code)") } }
+        func guestReset() { log.withLock { $0.append("reset") } }
+        func guestPowerOff() { log.withLock { $0.append("off") } }
+        var entries: [String] { log.withLock { $0 } }
+    }
+
+    func testDebugExitReportsTheValueWritten() {
+        let p = Power()
+        DebugExit(power: p).write(offset: 0, size: 4, value: 1)
+        XCTAssertEqual(p.entries, ["exit 1"])
+    }
+
+    func testFirmwareConfigSignatureCPUsAndRAM() {
+        let fw = FirmwareConfig(cpus: 3, ramSize: 128 << 20)
+        func read(_ key: UInt16, _ n: Int) -> UInt64 {
+            fw.write(offset: 0, size: 2, value: UInt32(key))
+            var v: UInt64 = 0
+            for i in 0..<n { v |= UInt64(fw.read(offset: 1, size: 1)) << (8 * UInt64(i)) }
+            return v
+        }
+        XCTAssertEqual(read(FirmwareConfig.Key.signature, 4), 0x554D_4551) // "QEMU"
+        XCTAssertEqual(read(FirmwareConfig.Key.cpuCount, 2), 3)
+        XCTAssertEqual(read(FirmwareConfig.Key.ramSize, 8), 128 << 20)
+        XCTAssertEqual(read(0x7777, 4), 0, "unknown keys read as zeros")
+        fw.write(offset: 0, size: 2, value: UInt32(FirmwareConfig.Key.cpuCount))
+        XCTAssertEqual(fw.read(offset: 1, size: 2), 3, "a wide read returns consecutive bytes")
+    }
+
+    func testPCTestDeviceScratchFlushIRQsAndMemory() throws {
+        let memory = try GuestMemory(ranges: [(0, 0x10000)])
+        final class Line: InterruptLine {
+            let levels = Mutex<[Bool]>([])
+            func setLevel(_ high: Bool) { levels.withLock { $0.append(high) } }
+        }
+        let lines = (0..<24).map { _ in Line() }
+        let dev = PCTestDevice(memory: memory, irqLines: lines)
+        let scratch = dev.window(.scratch), bytes = dev.window(.bytes)
+        scratch.write(offset: 0, size: 4, value: 0x1122_3344)
+        XCTAssertEqual(scratch.read(offset: 0, size: 4), 0x1122_3344)
+        XCTAssertEqual(scratch.read(offset: 2, size: 1), 0x22)
+        bytes.write(offset: 1, size: 1, value: 0xAA)
+        XCTAssertEqual(scratch.read(offset: 0, size: 4), 0x1122_AA44, "both windows share the register")
+        scratch.write(offset: 2, size: 2, value: 0xBEEF)
+        XCTAssertEqual(scratch.read(offset: 0, size: 4), 0xBEEF_AA44)
+
+        try memory.write(UInt32(0x5A5A), at: GuestAddress(0x3000))
+        dev.window(.flush).write(offset: 0, size: 4, value: 0x3004)
+        XCTAssertEqual(try memory.read(UInt32.self, at: GuestAddress(0x3000)), 0x5A5A, "flushing keeps the contents")
+        dev.window(.flush).write(offset: 0, size: 4, value: 0xFFFF_0000) // outside RAM: ignored
+
+        dev.window(.irq).write(offset: 11, size: 1, value: 1)
+        dev.window(.irq).write(offset: 11, size: 1, value: 0)
+        XCTAssertEqual(lines[11].levels.withLock { $0 }, [true, false])
+
+        dev.write(offset: 0xFFF8, size: 8, value: 0x0102_0304_0506_0708)
+        XCTAssertEqual(dev.read(offset: 0xFFF8, size: 8), 0x0102_0304_0506_0708)
+        XCTAssertEqual(dev.read(offset: 0xFFFC, size: 2), 0x0304)
+    }
+
+    func testPowerManagementTimerAdvancesAndS5PowersOff() {
+        let p = Power()
+        let pm = PowerManagement(power: p, s5SleepType: 5)
+        let t0 = pm.read(offset: 8, size: 4)
+        usleep(2000)
+        let t1 = pm.read(offset: 8, size: 4)
+        XCTAssertGreaterThan(t1 &- t0, 3579 * 2 / 2, "about 3.58 ticks per microsecond")
+        XCTAssertLessThan(t1 &- t0, 3_579_545, "far less than a second's worth")
+        pm.write(offset: 4, size: 2, value: UInt32(3 << 10 | 1 << 13)) // S3: not offered
+        XCTAssertEqual(p.entries, [])
+        pm.write(offset: 4, size: 2, value: UInt32(5 << 10 | 1 << 13))
+        XCTAssertEqual(p.entries, ["off"])
+    }
+}
