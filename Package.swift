@@ -22,12 +22,14 @@ let package = Package(
         .target(name: "Boot", dependencies: ["GuestMemory"], exclude: ["Guests"]),
         .target(name: "VMM", dependencies: ["KVM", "GuestMemory", "Devices", "Boot", "CLinux",
                                             .product(name: "SystemPackage", package: "swift-system")]),
+        // The control API (HTTP/JSON over a Unix socket), its client, the state directory.
+        .target(name: "Control", dependencies: ["VMM", "Devices", "CLinux"], exclude: ["openapi.json"]),
         // The VMM process: what runs a machine for its whole life. It links no
         // ArgumentParser and no Foundation, to stay small (see README "Two executables").
-        .executableTarget(name: "swiftvisor-vmm", dependencies: ["VMM"]),
+        .executableTarget(name: "swiftvisor-vmm", dependencies: ["VMM", "Control", "Devices"]),
         // The user-facing command; it validates, then execs swiftvisor-vmm to run a VM.
         .executableTarget(name: "swiftvisor", dependencies: [
-            "VMM", "KVM",
+            "VMM", "KVM", "Control",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Helpers shared by the test targets (KVM availability, temporary files).

@@ -8,6 +8,10 @@
 #include <sys/signalfd.h>
 #include <cpuid.h>
 
+/// posix_spawn's POSIX_SPAWN_SETSID (glibc 2.26+), which glibc only declares under
+/// _GNU_SOURCE, invisible to Swift's Glibc module.
+static const short CLINUX_POSIX_SPAWN_SETSID = 0x80;
+
 /// CPUID on the host: regs receives EAX, EBX, ECX, EDX.
 static inline void clinux_cpuid(unsigned leaf, unsigned subleaf, unsigned regs[4]) {
     __cpuid_count(leaf, subleaf, regs[0], regs[1], regs[2], regs[3]);

@@ -4,19 +4,24 @@ import Synchronization
 /// The ACPI power-management block the FADT points at (PIIX layout, base 0xB000):
 /// PM1a event (status and enable, 4 bytes), PM1a control (2 bytes: SLP_TYP and SLP_EN;
 /// entering the `\_S5` sleep type powers the machine off), and the PM timer, a 32-bit
-/// counter at 3.579545 MHz derived from the host's monotonic clock.
+/// counter at 3.579545 MHz derived from the host's monotonic clock. The power button
+/// (PM1 status bit 8) raises the SCI while the guest has it enabled, which is how a host
+/// asks an ACPI guest to shut down.
 public final class PowerManagement: PortIODevice {
     public static let portCount: UInt16 = 12
     public static let timerFrequency: UInt64 = 3_579_545
 
     let power: any PowerControl
     let s5SleepType: UInt16
+    let sci: (any InterruptLine)?
+    static let powerButtonBit: UInt16 = 1 << 8
     private struct Registers { var status: UInt16 = 0; var enable: UInt16 = 0; var control: UInt16 = 1 } // SCI_EN: ACPI mode
     private let registers = Mutex(Registers())
     private let started: UInt64
 
-    public init(power: any PowerControl, s5SleepType: UInt16) {
+    public init(power: any PowerControl, s5SleepType: UInt16, sci: (any InterruptLine)? = nil) {
         self.power = power
+        self.sci = sci
         self.s5SleepType = s5SleepType
         started = PowerManagement.now()
     }
@@ -45,10 +50,31 @@ public final class PowerManagement: PortIODevice {
         }
     }
 
+    /// Presses the power button: sets PWRBTN_STS and raises the SCI if the guest enabled
+    /// it. Returns whether the guest is listening (PWRBTN_EN set).
+    @discardableResult
+    public func press() -> Bool {
+        let listening = registers.withLock { r -> Bool in
+            r.status |= PowerManagement.powerButtonBit
+            return r.enable & PowerManagement.powerButtonBit != 0
+        }
+        updateSCI()
+        return listening
+    }
+
+    private func updateSCI() {
+        let level = registers.withLock { $0.status & $0.enable != 0 }
+        sci?.setLevel(level)
+    }
+
     public func write(offset: UInt16, size: Int, value: UInt32) {
         switch offset {
-        case 0: registers.withLock { $0.status &= ~UInt16(truncatingIfNeeded: value) } // write 1 to clear
-        case 2: registers.withLock { $0.enable = UInt16(truncatingIfNeeded: value) }
+        case 0:
+            registers.withLock { $0.status &= ~UInt16(truncatingIfNeeded: value) } // write 1 to clear
+            updateSCI()
+        case 2:
+            registers.withLock { $0.enable = UInt16(truncatingIfNeeded: value) }
+            updateSCI()
         case 4:
             let v = UInt16(truncatingIfNeeded: value)
             let sleepType = (v >> 10) & 7, sleepEnable = v & (1 << 13) != 0

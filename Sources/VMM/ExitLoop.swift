@@ -23,6 +23,8 @@ struct ExitLoop: Sendable {
     private func loop() -> Outcome {
         var left = monotonicNanoseconds()
         while !control.isStopping {
+            control.gate.wait { control.isStopping }
+            if control.isStopping { break }
             let exit: VMExit
             let entered = monotonicNanoseconds()
             do {

@@ -2,13 +2,13 @@ import Glibc
 
 /// A plain pthread for a vCPU: a vCPU blocks in `KVM_RUN` for as long as the guest
 /// runs, so it needs a thread of its own, outside any cooperative task pool.
-enum HostThread {
+public enum HostThread {
     private final class Body {
         let run: @Sendable () -> Void
         init(_ run: @escaping @Sendable () -> Void) { self.run = run }
     }
 
-    static func spawn(_ body: @escaping @Sendable () -> Void) -> pthread_t? {
+    public static func spawn(_ body: @escaping @Sendable () -> Void) -> pthread_t? {
         // The box is retained for the thread, which releases it when it starts.
         let box = Unmanaged.passRetained(Body(body)).toOpaque()
         var thread = pthread_t()
@@ -23,5 +23,5 @@ enum HostThread {
         return thread
     }
 
-    static func join(_ thread: pthread_t) { pthread_join(thread, nil) }
+    public static func join(_ thread: pthread_t) { pthread_join(thread, nil) }
 }

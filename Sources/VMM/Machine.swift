@@ -20,9 +20,16 @@ public final class Machine: Sendable {
     private let statistics: [VCPUStatistics]
     /// When `build` started, for start-up figures.
     let buildStarted: UInt64
+    let powerButton: PowerManagement?
+    let serial: Serial8250
+    private let started = Atomic<Bool>(false)
+    private let startedAt = Atomic<UInt64>(0)
+    private let haltedForGood = Atomic<Int>(0)
 
     init(config: MachineConfig, memory: GuestMemory, bus: Bus, kvm: KVMSystem, vm: VirtualMachine,
-         vcpus: [VCPU], control: MachineControl, buildStarted: UInt64) {
+         vcpus: [VCPU], control: MachineControl, buildStarted: UInt64, powerButton: PowerManagement?, serial: Serial8250) {
+        self.powerButton = powerButton
+        self.serial = serial
         self.config = config
         self.memory = memory
         self.bus = bus
@@ -49,14 +56,15 @@ public final class Machine: Sendable {
         pthread_sigmask(SIG_BLOCK, &stopSignals, &previousMask)
         let signalFD = signalfd(-1, &stopSignals, Int32(SFD_CLOEXEC))
 
-        let halted = Atomic<Int>(0)
         var threads: [pthread_t] = []
+        startedAt.store(started, ordering: .releasing)
+        self.started.store(true, ordering: .releasing)
         for (index, vcpu) in vcpus.enumerated() {
             let stats = statistics[index]
             let loop = ExitLoop(vcpu: vcpu, index: index, bus: bus, memory: memory, control: control, statistics: stats)
             guard let t = HostThread.spawn({
                 if loop.run() == .haltedForGood {
-                    if halted.add(1, ordering: .acquiringAndReleasing).newValue == self.vcpus.count {
+                    if self.haltedForGood.add(1, ordering: .acquiringAndReleasing).newValue == self.vcpus.count {
                         self.control.stop(.halted)
                     }
                 }
@@ -113,6 +121,49 @@ public final class Machine: Sendable {
 
     /// Asks the machine to stop (from any thread); `run()` then returns `reason`.
     public func requestStop(_ reason: StopReason) { control.stop(reason) }
+
+    /// Where the machine is in its life.
+    public enum State: String, Sendable {
+        case created, running, paused, stopped
+    }
+
+    public var state: State {
+        if control.isStopping { return .stopped }
+        if control.gate.isClosed { return .paused }
+        return started.load(ordering: .acquiring) ? .running : .created
+    }
+
+    /// Stops every vCPU and returns once all are parked, so that nothing in the guest
+    /// runs (and no counter moves) until `resume()`. False if that took longer than
+    /// `timeoutNanoseconds` (a vCPU stuck in the host kernel) or the machine stopped.
+    @discardableResult
+    public func pause(timeoutNanoseconds: UInt64 = 5_000_000_000) -> Bool {
+        guard !control.isStopping else { return false }
+        control.gate.close()
+        let running = vcpus.count - haltedForGood.load(ordering: .acquiring)
+        let deadline = monotonicNanoseconds() + timeoutNanoseconds
+        while control.gate.parked.load(ordering: .acquiring) < running && !control.isStopping {
+            control.kickAll()
+            if monotonicNanoseconds() > deadline { return false }
+            usleep(500)
+        }
+        return !control.isStopping
+    }
+
+    public func resume() { control.gate.open() }
+
+    /// Presses the ACPI power button, asking the guest to shut down. False when the
+    /// guest has no ACPI (flat binaries), so nothing can ask it.
+    public func pressPowerButton() -> Bool { powerButton?.press() ?? false }
+
+    /// Bytes typed at the guest's serial console (COM1).
+    public func sendConsoleInput(_ bytes: [UInt8]) { serial.receive(bytes) }
+
+    /// Nanoseconds since the vCPUs started (0 before).
+    public var uptimeNanoseconds: UInt64 {
+        let t = startedAt.load(ordering: .acquiring)
+        return t == 0 ? 0 : monotonicNanoseconds() - t
+    }
 
     /// The statistics so far, summed over vCPUs (safe while running).
     public func currentStatistics() -> ExitStatistics {

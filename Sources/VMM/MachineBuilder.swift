@@ -46,8 +46,8 @@ extension Machine {
         }
 
         let control = MachineControl()
-        let bus: Bus
-        do { bus = try wireDevices(config, platform: platform, vm: vm, memory: memory, control: control, console: console) }
+        let bus: Bus, pm: PowerManagement?, serial: Serial8250
+        do { (bus, pm, serial) = try wireDevices(config, platform: platform, vm: vm, memory: memory, control: control, console: console) }
         catch { throw .device(error.description) }
 
         var vcpus: [VCPU] = []
@@ -64,7 +64,7 @@ extension Machine {
         } catch { throw .kvm(error) }
 
         return Machine(config: config, memory: memory, bus: bus, kvm: kvm, vm: vm,
-                       vcpus: vcpus, control: control, buildStarted: started)
+                       vcpus: vcpus, control: control, buildStarted: started, powerButton: pm, serial: serial)
     }
 
     static func mapMemory(_ config: MachineConfig, kvm: KVMSystem, vm: VirtualMachine) throws(MachineError) -> GuestMemory {
@@ -83,15 +83,18 @@ extension Machine {
     }
 
     static func wireDevices(_ config: MachineConfig, platform: Bool, vm: VirtualMachine, memory: GuestMemory,
-                            control: MachineControl, console: any SerialOutput) throws(Bus.OverlapError) -> Bus {
+                            control: MachineControl, console: any SerialOutput) throws(Bus.OverlapError) -> (Bus, PowerManagement?, Serial8250) {
         var devices = Bus.Builder()
         let irq: (UInt32) -> (any InterruptLine)? = { gsi in platform ? KVMInterruptLine(vm: vm, gsi: gsi) : nil }
-        try devices.register(Serial8250(output: console, interrupt: irq(Serial8250.com1IRQ)),
-                             port: Serial8250.com1, count: Serial8250.registerCount, name: "COM1 8250 UART")
+        let serial = Serial8250(output: console, interrupt: irq(Serial8250.com1IRQ))
+        try devices.register(serial, port: Serial8250.com1, count: Serial8250.registerCount, name: "COM1 8250 UART")
         try devices.register(ExitPort(power: control), port: ExitPort.port, count: 1, name: "exit port")
+        var pm: PowerManagement? = nil
         if platform {
-            try devices.register(PowerManagement(power: control, s5SleepType: ACPITables.s5SleepType),
-                                 port: ACPITables.pmBase, count: PowerManagement.portCount, name: "ACPI PM (timer, PM1)")
+            let device = PowerManagement(power: control, s5SleepType: ACPITables.s5SleepType,
+                                         sci: KVMInterruptLine(vm: vm, gsi: UInt32(ACPITables.sciIRQ)))
+            try devices.register(device, port: ACPITables.pmBase, count: PowerManagement.portCount, name: "ACPI PM (timer, PM1)")
+            pm = device
         }
         if config.testDevices {
             try devices.register(DebugExit(power: control), port: DebugExit.port, count: DebugExit.portCount, name: "isa-debug-exit")
@@ -105,7 +108,7 @@ extension Machine {
             try devices.register(testdev.window(.irq), port: PCTestDevice.irqPort, count: PCTestDevice.irqCount, name: "pc-testdev IRQ lines")
             try devices.register(testdev, address: PCTestDevice.mmioBase, length: PCTestDevice.mmioSize, name: "pc-testdev memory")
         }
-        return devices.build()
+        return (devices.build(), pm, serial)
     }
 }
 

@@ -13,6 +13,7 @@ final class MachineControl: PowerControl, Sendable {
     /// Written once when the machine stops; `Machine.run()` polls it with signals.
     let stopEvent: Int32
     private let kickers = Mutex<[VCPUKicker]>([])
+    let gate = PauseGate()
 
     init() {
         stopEvent = eventfd(0, Int32(EFD_CLOEXEC))
@@ -34,11 +35,17 @@ final class MachineControl: PowerControl, Sendable {
         }
         guard first else { return }
         stopping.store(true, ordering: .releasing)
+        gate.open() // paused vCPUs must see the stop too
         // A vCPU thread that stops the machine notices by itself; the others are kicked.
         let me = pthread_self()
         for k in kickers.withLock({ $0 }) where pthread_equal(k.thread, me) == 0 { k.kick() }
         var one: UInt64 = 1
         _ = write(stopEvent, &one, 8)
+    }
+
+    /// Kicks every vCPU out of the guest (for pause; stop kicks by itself).
+    func kickAll() {
+        for k in kickers.withLock({ $0 }) { k.kick() }
     }
 
     // PowerControl, for devices.

@@ -13,12 +13,21 @@ public enum ProcessExitCode {
     public static let permissionDenied: Int32 = 77
     /// The guest ran past its time limit (`--timeout`, test runners).
     public static let timeLimit: Int32 = 124
+    /// Stopped from the host (`swiftvisor stop` after its grace period, `kill`).
+    public static let hostStop: Int32 = 137
+    /// No VM of that name.
+    public static let notFound: Int32 = 67
+    /// The name is taken, or the VM is in a state that does not allow the verb.
+    public static let conflict: Int32 = 73
+    /// The VM's VMM does not answer.
+    public static let unresponsive: Int32 = 75
 
     /// The status for how a machine stopped.
     public static func forStop(_ reason: StopReason) -> Int32 {
         switch reason {
         case let .exitPort(code): code
         case .powerOff, .reset, .halted: success
+        case .hostStop: hostStop
         case .tripleFault, .guestFailure: guestFailure
         case .timeLimit: timeLimit
         case let .signal(s): 128 + s

@@ -14,6 +14,11 @@ public struct RunOptions: Equatable, Sendable {
     public var json: Bool
     /// Stop a guest still running after this many seconds (exit code 124).
     public var timeoutSeconds: Double?
+    /// A named VM registers in the state directory and serves the control API there.
+    public var name: String?
+    public var stateDirectory: String?
+    /// Detached: the console goes to the state directory (log and console socket).
+    public var detached: Bool = false
 
     public init(config: MachineConfig, stats: Bool = false, json: Bool = false, timeoutSeconds: Double? = nil) {
         self.config = config
@@ -43,6 +48,9 @@ public struct RunOptions: Equatable, Sendable {
         if config.testDevices { a.append("--test-devices") }
         if !config.pit { a.append("--no-pit") }
         if let timeoutSeconds { a += ["--timeout", String(timeoutSeconds)] }
+        if let name { a += ["--name", name] }
+        if let stateDirectory { a += ["--state-dir", stateDirectory] }
+        if detached { a.append("--detached") }
         if stats { a.append("--stats") }
         if json { a.append("--json") }
         return a
@@ -60,6 +68,7 @@ public struct RunOptions: Equatable, Sendable {
         var image: String? = nil, mode: CPUMode? = nil
         var kernel: String? = nil, commandLine: String? = nil, initrd: String? = nil
         var timeout: Double? = nil
+        var name: String? = nil, stateDirectory: String? = nil, detached = false
         var load: UInt64? = nil, entry: UInt64? = nil
         var i = 0
         func value(_ flag: String) throws(ParseError) -> String {
@@ -102,6 +111,9 @@ public struct RunOptions: Equatable, Sendable {
                 let v = try value(flag)
                 guard let t = Double(v), t > 0, t.isFinite else { throw ParseError(description: "--timeout: '\(v)' is not a positive number of seconds") }
                 timeout = t
+            case "--name": name = try value(flag)
+            case "--state-dir": stateDirectory = try value(flag)
+            case "--detached": detached = true
             case "--stats": stats = true
             case "--json": json = true
             default:
@@ -127,7 +139,13 @@ public struct RunOptions: Equatable, Sendable {
             }
             config.boot = .demo
         }
+        guard !detached || (name != nil && stateDirectory != nil) else {
+            throw ParseError(description: "--detached needs --name and --state-dir")
+        }
         self.init(config: config, stats: stats, json: json, timeoutSeconds: timeout)
+        self.name = name
+        self.stateDirectory = stateDirectory
+        self.detached = detached
     }
 
     /// `0x7c00`, `7c00h` or decimal `31744`.

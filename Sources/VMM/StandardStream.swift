@@ -16,8 +16,12 @@ public enum StandardStream {
         }
     }
 
-    static func write(fd: Int32, _ text: String) {
-        var bytes = Array(text.utf8)
+    public static func write(bytes: [UInt8]) { write(fd: 1, bytes: bytes) }
+
+    static func write(fd: Int32, _ text: String) { write(fd: fd, bytes: Array(text.utf8)) }
+
+    static func write(fd: Int32, bytes: [UInt8]) {
+        var bytes = bytes
         var done = 0
         while done < bytes.count {
             let n = bytes.withUnsafeMutableBytes { Glibc.write(fd, $0.baseAddress! + done, $0.count - done) }

@@ -12,6 +12,8 @@ public enum StopReason: Equatable, Sendable {
     case tripleFault
     /// The guest was still running when its time limit ran out.
     case timeLimit
+    /// Someone asked the VMM to stop the VM (the control API, `swiftvisor stop`/`kill`).
+    case hostStop
     /// The host asked the VMM to stop (SIGINT from Ctrl-C, SIGTERM, SIGHUP).
     case signal(Int32)
     /// The guest did something the VMM cannot go on from; the text names the exit,
@@ -29,6 +31,7 @@ public enum StopReason: Equatable, Sendable {
         case .halted: "all vCPUs halted with interrupts disabled"
         case .tripleFault: "guest triple-faulted (KVM_EXIT_SHUTDOWN)"
         case .timeLimit: "stopped: the time limit ran out"
+        case .hostStop: "stopped from the host"
         case let .signal(s): "stopped by signal \(s)" + (s == 2 ? " (SIGINT)" : s == 15 ? " (SIGTERM)" : "")
         case let .guestFailure(why): "guest failure: \(why)"
         case let .vmmFailure(why): "VMM failure: \(why)"
@@ -44,6 +47,7 @@ public enum StopReason: Equatable, Sendable {
         case .halted: "halted"
         case .tripleFault: "triple-fault"
         case .timeLimit: "time-limit"
+        case .hostStop: "host-stop"
         case .signal: "signal"
         case .guestFailure: "guest-failure"
         case .vmmFailure: "vmm-failure"

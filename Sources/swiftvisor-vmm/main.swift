@@ -1,11 +1,15 @@
 // swiftvisor-vmm: the process that runs one virtual machine for its whole life.
 //
-// `swiftvisor run` validates its command line and then execs this program with the
-// same flags, so what stays resident while a guest runs is only the VMM library and
-// the Swift runtime, not the argument parser and Foundation (README "Two executables").
+// `swiftvisor run` validates its command line and then execs (or, detached, spawns)
+// this program with the same flags, so what stays resident while a guest runs is only
+// the VMM library and the Swift runtime, not the argument parser and Foundation
+// (README "Two executables").
 // Usage: swiftvisor-vmm [--demo | --image FILE --mode real|protected|long
 //        [--load-address A] [--entry A] | --kernel FILE [--cmdline S] [--initrd FILE]]
-//        [--memory SIZE] [--cpus N] [--test-devices] [--timeout SECONDS] [--stats] [--json]
+//        [--memory SIZE] [--cpus N] [--test-devices] [--no-pit] [--timeout SECONDS]
+//        [--name NAME [--state-dir DIR] [--detached]] [--stats] [--json]
+import Control
+import Devices
 import Glibc
 import VMM
 
@@ -14,38 +18,89 @@ func fail(_ message: String, code: Int32, json: Bool) -> Never {
     exit(code)
 }
 
-let arguments = Array(CommandLine.arguments.dropFirst())
-let wantsJSON = arguments.contains("--json")
-let options: RunOptions
-do {
-    options = try RunOptions(arguments: arguments)
-} catch {
-    fail(error.description, code: ProcessExitCode.usage, json: wantsJSON)
+/// A named VM lives in the state directory (the `swiftvisor` command created its
+/// folder and config.json): it records its pid and result there and serves the API.
+struct Registration {
+    let state: StateDirectory
+    let name: String
+
+    func record(_ text: String, _ file: String) { try? state.write(text, to: name, file) }
 }
 
-// With --json, stdout carries only the report: the guest console goes to stderr.
-let console = FileDescriptorOutput(fd: options.json ? 2 : 1)
-let machine: Machine
-do {
-    machine = try Machine.build(options.config, console: console)
-} catch {
-    fail(error.description, code: ProcessExitCode.forError(error), json: options.json)
+func console(for options: RunOptions, registration: Registration?) -> (any SerialOutput, ConsoleHub?) {
+    // Detached, the console is the state directory's log and socket; otherwise the
+    // terminal (with --json, stdout carries only the report and the console is stderr).
+    if options.detached, let registration {
+        do {
+            let hub = try ConsoleHub(logPath: registration.state.path(registration.name, "console.log"),
+                                     socketPath: registration.state.path(registration.name, "console.sock"))
+            return (hub, hub)
+        } catch {
+            fail(error.description, code: ProcessExitCode.vmmFailure, json: options.json)
+        }
+    }
+    return (FileDescriptorOutput(fd: options.json ? 2 : 1), nil)
 }
 
-let result = machine.run(timeLimit: options.timeoutSeconds.map { UInt64($0 * 1e9) })
-let report = RunReport(result: result, config: options.config, portName: { machine.portName($0) },
-                       vmmResident: ProcessMemory.resident())
-
-if options.json {
-    StandardStream.output(report.json.rendered + "\n")
-} else if options.stats || options.config.boot == .demo {
-    StandardStream.error(report.text)
-} else {
-    switch result.reason {
-    case .guestFailure, .vmmFailure, .tripleFault, .timeLimit:
-        StandardStream.error("swiftvisor: \(result.reason.summary)\n")
-    default:
-        break
+func build(_ options: RunOptions, console: any SerialOutput, registration: Registration?) -> Machine {
+    do {
+        return try Machine.build(options.config, console: console)
+    } catch {
+        let code = ProcessExitCode.forError(error)
+        registration?.record(JSONValue.object([("exitCode", .int(Int64(code))), ("error", .string(error.description))]).rendered + "\n", "result.json")
+        fail(error.description, code: code, json: options.json)
     }
 }
-exit(report.exitCode)
+
+func serve(_ machine: Machine, options: RunOptions, registration: Registration, hub: ConsoleHub?) -> APIServer {
+    let api = VMAPI(name: registration.name, description: VMDescription(name: registration.name, options: options), machine: machine)
+    let server: APIServer
+    do {
+        server = try APIServer(path: registration.state.path(registration.name, "api.sock"), handler: { api.handle($0) })
+    } catch {
+        fail(error.description, code: ProcessExitCode.vmmFailure, json: options.json)
+    }
+    server.start()
+    hub?.start { machine.sendConsoleInput($0) }
+    return server
+}
+
+func main() -> Never {
+    let arguments = Array(CommandLine.arguments.dropFirst())
+    let wantsJSON = arguments.contains("--json")
+    let options: RunOptions
+    do {
+        options = try RunOptions(arguments: arguments)
+    } catch {
+        fail(error.description, code: ProcessExitCode.usage, json: wantsJSON)
+    }
+
+    let registration = options.name.map { Registration(state: StateDirectory.resolve(options.stateDirectory), name: $0) }
+    registration?.record("\(getpid())\n", "pid")
+    let (output, hub) = console(for: options, registration: registration)
+    let machine = build(options, console: output, registration: registration)
+    let server = registration.map { serve(machine, options: options, registration: $0, hub: hub) }
+
+    let result = machine.run(timeLimit: options.timeoutSeconds.map { UInt64($0 * 1e9) })
+    let report = RunReport(result: result, config: options.config, portName: { machine.portName($0) },
+                           vmmResident: ProcessMemory.resident())
+    server?.close()
+    hub?.close()
+    registration?.record(report.json.rendered + "\n", "result.json")
+
+    if options.json {
+        StandardStream.output(report.json.rendered + "\n")
+    } else if options.stats || (options.config.boot == .demo && !options.detached) {
+        StandardStream.error(report.text)
+    } else {
+        switch result.reason {
+        case .guestFailure, .vmmFailure, .tripleFault, .timeLimit, .hostStop:
+            StandardStream.error("swiftvisor: \(result.reason.summary)\n")
+        default:
+            break
+        }
+    }
+    exit(report.exitCode)
+}
+
+main()

@@ -1,5 +1,7 @@
 import ArgumentParser
 import Boot
+import Control
+import Glibc
 import VMM
 
 /// `swiftvisor run`: boots a guest and stays attached to its serial console.
@@ -17,16 +19,34 @@ struct RunCommand: ParsableCommand {
             identity page tables for protected and long mode. The guest's COM1 (0x3F8) is \
             your terminal; writing a byte to port 0x501 ends the VM with that exit code.
 
+            --detach starts the VM in the background as a named VM (--name, or a generated \
+            one) and returns once it runs; `swiftvisor ls`, `inspect`, `pause`, `resume`, \
+            `stop`, `kill`, `wait`, `logs`, `console` and `rm` then manage it. --config \
+            FILE reads the VM's description (the control API's JSON schema); flags override it.
+
             Examples:
               swiftvisor run
               swiftvisor run --image boot.bin --mode real
               swiftvisor run --image kernel64.bin --mode long --memory 256M --stats
               swiftvisor run --image test.bin --json | jq .exitCode
+              swiftvisor run --detach --name web --config web.json
             """
     )
 
     @Option(name: .long, help: ArgumentHelp("A flat binary to boot instead of the demo guest.", valueName: "file"))
     var image: String?
+
+    @Option(name: .long, help: ArgumentHelp("Read the VM's description from this JSON file (schema in the README); flags override it.", valueName: "file"))
+    var config: String?
+
+    @Flag(name: .long, help: "Run in the background as a named VM; print its name once it runs.")
+    var detach = false
+
+    @Option(name: .long, help: ArgumentHelp("Name the VM (letters, digits, '-', '_', '.'), so the lifecycle verbs can reach it.", valueName: "name"))
+    var name: String?
+
+    @Option(name: .long, help: ArgumentHelp("Where named VMs live.", valueName: "dir"))
+    var stateDir: String?
 
     @Option(name: .long, help: ArgumentHelp("The mode the flat binary starts in: real, protected or long (default: long).", valueName: "mode"))
     var mode: CPUMode?
@@ -58,10 +78,10 @@ struct RunCommand: ParsableCommand {
     var timeout: Double?
 
     @Option(name: .long, help: ArgumentHelp("Guest RAM, e.g. 64M or 2G.", valueName: "size"), transform: RunCommand.size)
-    var memory: UInt64 = MachineConfig.defaultMemorySize
+    var memory: UInt64?
 
-    @Option(name: .long, help: "Number of vCPUs (each starts at the entry point with its index in RDI).")
-    var cpus: Int = 1
+    @Option(name: .long, help: "Number of vCPUs (for flat binaries each starts at the entry point with its index in RDI; kernels start the others with INIT/SIPI).")
+    var cpus: Int?
 
     @Flag(name: .long, help: "Print what trapped to the VMM and where the time went, after the guest stops.")
     var stats = false
@@ -85,6 +105,23 @@ struct RunCommand: ParsableCommand {
     }
 
     func options() throws -> RunOptions {
+        // A config file first, then the flags on top of it.
+        var base = RunOptions(config: MachineConfig())
+        var fileName: String? = nil
+        if let config {
+            let text: String
+            do { text = String(decoding: try ImageFile.read(config), as: UTF8.self) }
+            catch { throw ValidationError(error.description) }
+            do {
+                let d = try VMDescription.parse(try JSONValue.parse(text))
+                base = d.options
+                fileName = d.name
+            } catch let e as JSONValue.ParseError {
+                throw ValidationError("\(config): \(e.description)")
+            } catch {
+                throw ValidationError("\(config): \(error)")
+            }
+        }
         if image == nil, mode != nil || loadAddress != nil || entry != nil {
             throw ValidationError("--mode, --load-address and --entry need --image")
         }
@@ -93,15 +130,28 @@ struct RunCommand: ParsableCommand {
         }
         if kernel != nil, image != nil { throw ValidationError("--kernel excludes --image") }
         if let timeout, !(timeout > 0) || !timeout.isFinite { throw ValidationError("--timeout must be a positive number of seconds") }
-        let boot: BootSource
+        var options = base
         if let kernel {
-            boot = .kernel(path: kernel, commandLine: cmdline ?? "", initrd: initrd)
-        } else {
-            boot = image.map { .flat(path: $0, mode: mode ?? .long, loadAddress: loadAddress, entry: entry) } ?? .demo
+            options.config.boot = .kernel(path: kernel, commandLine: cmdline ?? "", initrd: initrd)
+        } else if let image {
+            options.config.boot = .flat(path: image, mode: mode ?? .long, loadAddress: loadAddress, entry: entry)
         }
-        let config = MachineConfig(memorySize: memory, vcpuCount: cpus, boot: boot, kvmPath: kvmDevice, testDevices: testDevices, pit: !noPit)
-        do { try config.validate() } catch { throw ValidationError(error.description) }
-        return RunOptions(config: config, stats: stats, json: json, timeoutSeconds: timeout)
+        if let memory { options.config.memorySize = memory }
+        if let cpus { options.config.vcpuCount = cpus }
+        if kvmDevice != "/dev/kvm" { options.config.kvmPath = kvmDevice }
+        if testDevices { options.config.testDevices = true }
+        if noPit { options.config.pit = false }
+        if let timeout { options.timeoutSeconds = timeout }
+        options.stats = stats
+        options.json = json
+        options.name = name ?? fileName
+        do { try options.config.validate() } catch { throw ValidationError(error.description) }
+        return options
+    }
+
+    /// `vm-` and six hex digits: short enough to type, unlikely to clash.
+    static func generatedName() -> String {
+        "vm-" + String(UInt32.random(in: 0x10_0000...0xFF_FFFF), radix: 16)
     }
 
     /// The options of `swiftvisor run ARGS` when the VMM's parser reads `ARGS` as they
@@ -109,17 +159,57 @@ struct RunCommand: ParsableCommand {
     static func fastPath(_ arguments: [String]) -> RunOptions? {
         guard arguments.first == "run" else { return nil }
         let rest = Array(arguments.dropFirst())
-        guard !rest.contains(where: { $0 == "-h" || $0 == "--help" || $0 == "help" || $0 == "--demo" }),
+        // Named and detached VMs need the state directory set up here first.
+        let cliOnly: Set<String> = ["-h", "--help", "help", "--demo", "--name", "--state-dir", "--detached", "--detach", "--config"]
+        guard !rest.contains(where: { cliOnly.contains($0) }),
               let options = try? RunOptions(arguments: rest),
               (try? options.config.validate()) != nil else { return nil }
         return options
     }
 
     func run() throws {
-        let options = try options()
-        // The VM itself runs in swiftvisor-vmm, which replaces this process: it keeps
-        // our pid, terminal and signals, and its exit status is ours.
-        try VMMProcess.exec(arguments: options.arguments, json: json)
+        var options = try options()
+        guard detach || options.name != nil else {
+            // The VM itself runs in swiftvisor-vmm, which replaces this process: it keeps
+            // our pid, terminal and signals, and its exit status is ours.
+            try VMMProcess.exec(arguments: options.arguments, json: json)
+        }
+        // A named VM: register it in the state directory first, so the name is ours.
+        let directory = StateDirectory.resolve(stateDir)
+        let vmName = options.name ?? RunCommand.generatedName()
+        try verb(json) {
+            do {
+                try directory.create(vmName)
+                try directory.write(VMDescription(name: vmName, options: options).json.rendered + "\n", to: vmName, "config.json")
+                try directory.write("\(time(nil))\n", to: vmName, "started")
+            } catch let e as StateDirectory.Failure { throw CLIFailure.from(e) }
+        }
+        options.name = vmName
+        options.stateDirectory = directory.root
+        guard detach else { try VMMProcess.exec(arguments: options.arguments, json: json) }
+
+        options.detached = true
+        options.stats = false
+        options.json = false
+        try verb(json) {
+            let pid: pid_t
+            do { pid = try VMMLauncher.spawnDetached(executable: VMMProcess.path(), arguments: options.arguments, logPath: directory.path(vmName, "vmm.log")) }
+            catch { throw CLIFailure(message: "\(error)", code: ProcessExitCode.vmmFailure) }
+            // Return once it runs: its API answers, or it has already ended.
+            for _ in 0..<400 {
+                var status: Int32 = 0
+                if waitpid(pid, &status, WNOHANG) == pid {
+                    let s = try? VMStatus.read(vmName, in: directory)
+                    if let error = s?.result?["error"]?.string {
+                        throw CLIFailure(message: error, code: s?.exitCode ?? ProcessExitCode.vmmFailure)
+                    }
+                    break // it ran and already finished: still a success to start it
+                }
+                if let s = try? VMStatus.read(vmName, in: directory), s.live != nil { break }
+                usleep(25_000)
+            }
+            StandardStream.output(vmName + "\n")
+        }
     }
 }
 

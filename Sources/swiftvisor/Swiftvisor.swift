@@ -19,7 +19,9 @@ struct Swiftvisor: ParsableCommand {
             77 no permission on /dev/kvm; 128+N stopped by signal N.
             """,
         version: "0.1.0",
-        subcommands: [RunCommand.self, DoctorCommand.self]
+        subcommands: [RunCommand.self, DoctorCommand.self, ListCommand.self, InspectCommand.self, PauseCommand.self,
+                      ResumeCommand.self, StopCommand.self, KillCommand.self, WaitCommand.self, LogsCommand.self,
+                      ConsoleCommand.self, RemoveCommand.self]
     )
 
     /// Starting ArgumentParser (and the FoundationEssentials it brings) costs a few

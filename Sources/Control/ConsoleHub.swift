@@ -1,0 +1,65 @@
+import Devices
+import Glibc
+import Synchronization
+import VMM
+
+/// A detached VM's serial console: what the guest prints is appended to console.log
+/// and copied to every attached `swiftvisor console`; what they type goes to the
+/// guest's UART. Clients come and go through console.sock; the VM never waits for them.
+public final class ConsoleHub: SerialOutput, Sendable {
+    let log: Int32
+    private let clients = Mutex<[Int32]>([])
+    private let listener: Int32
+    private let socketPath: String
+
+    public init(logPath: String, socketPath: String) throws(UnixSocket.Failure) {
+        log = open(logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+        guard log >= 0 else { throw UnixSocket.Failure(description: "cannot open \(logPath): \(String(cString: strerror(errno)))") }
+        listener = try UnixSocket.listen(at: socketPath)
+        self.socketPath = socketPath
+    }
+
+    public func write(_ byte: UInt8) {
+        var b = byte
+        _ = Glibc.write(log, &b, 1)
+        let dead = clients.withLock { list -> [Int32] in
+            var gone: [Int32] = []
+            for fd in list where send(fd, &b, 1, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) < 0 && errno != EAGAIN { gone.append(fd) }
+            list.removeAll { gone.contains($0) }
+            return gone
+        }
+        for fd in dead { Glibc.close(fd) }
+    }
+
+    /// Accepts console clients and feeds their input to `deliver` (the guest's UART).
+    public func start(deliver: @escaping @Sendable ([UInt8]) -> Void) {
+        _ = HostThread.spawn { [self] in
+            while true {
+                let fd = accept(listener, nil, nil)
+                if fd < 0 { if errno == EINTR { continue } else { return } }
+                _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+                clients.withLock { $0.append(fd) }
+                _ = HostThread.spawn { [self] in
+                    while true {
+                        let bytes = UnixSocket.readSome(fd, max: 4096)
+                        if bytes.isEmpty { break }
+                        deliver(bytes)
+                    }
+                    let mine = clients.withLock { list -> Bool in
+                        let had = list.contains(fd)
+                        list.removeAll { $0 == fd }
+                        return had
+                    }
+                    if mine { Glibc.close(fd) }
+                }
+            }
+        }
+    }
+
+    public func close() {
+        shutdown(listener, Int32(SHUT_RDWR))
+        Glibc.close(listener)
+        unlink(socketPath)
+        for fd in clients.withLock({ l -> [Int32] in let c = l; l.removeAll(); return c }) { shutdown(fd, Int32(SHUT_RDWR)); Glibc.close(fd) }
+    }
+}

@@ -1,0 +1,154 @@
+import Glibc
+import VMM
+
+/// Where named VMs live: one folder per VM under a root, holding what the VMM process
+/// and the CLI share.
+///
+///     ROOT/NAME/config.json   the VM's description (the API's schema)
+///     ROOT/NAME/pid           the VMM process
+///     ROOT/NAME/api.sock      the control API (HTTP/JSON, mode 0600)
+///     ROOT/NAME/console.sock  the serial console, for `swiftvisor console`
+///     ROOT/NAME/console.log   everything the guest printed
+///     ROOT/NAME/vmm.log       the VMM process's own messages
+///     ROOT/NAME/result.json   how it ended (written when the VMM exits)
+///
+/// ROOT is `--state-dir`, else `$SWIFTVISOR_STATE_DIR`, else `$XDG_RUNTIME_DIR/swiftvisor`,
+/// else `/run/swiftvisor` for root and `/tmp/swiftvisor-UID` for others.
+public struct StateDirectory: Sendable {
+    public let root: String
+
+    public init(root: String) { self.root = root }
+
+    public static func resolve(_ explicit: String?) -> StateDirectory {
+        if let explicit { return StateDirectory(root: explicit) }
+        if let p = getenv("SWIFTVISOR_STATE_DIR"), p.pointee != 0 { return StateDirectory(root: String(cString: p)) }
+        if let p = getenv("XDG_RUNTIME_DIR"), p.pointee != 0 { return StateDirectory(root: String(cString: p) + "/swiftvisor") }
+        return StateDirectory(root: geteuid() == 0 ? "/run/swiftvisor" : "/tmp/swiftvisor-\(geteuid())")
+    }
+
+    public struct Failure: Error, CustomStringConvertible, Sendable {
+        public enum Kind: Sendable { case invalidName, exists, notFound, io }
+        public let kind: Kind
+        public let description: String
+    }
+
+    /// Names are what a shell script can pass around unquoted.
+    public static func validate(name: String) throws(Failure) {
+        let ok = !name.isEmpty && name.count <= 64 && name.utf8.allSatisfy { c in
+            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2D || c == 0x5F || c == 0x2E
+        } && name.first != "." && name.first != "-"
+        guard ok else {
+            throw Failure(kind: .invalidName, description: "invalid VM name '\(name)': use 1 to 64 letters, digits, '-', '_' or '.', not starting with '.' or '-'")
+        }
+    }
+
+    public func folder(_ name: String) -> String { root + "/" + name }
+    public func path(_ name: String, _ file: String) -> String { folder(name) + "/" + file }
+
+    /// Creates the VM's folder; fails if the name is taken.
+    public func create(_ name: String) throws(Failure) {
+        try StateDirectory.validate(name: name)
+        try makeRoot()
+        if mkdir(folder(name), 0o700) != 0 {
+            if errno == EEXIST {
+                throw Failure(kind: .exists, description: "a VM named '\(name)' already exists (see `swiftvisor ls`; `swiftvisor rm \(name)` removes a stopped one)")
+            }
+            throw Failure(kind: .io, description: "cannot create \(folder(name)): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    func makeRoot() throws(Failure) {
+        var path = ""
+        for part in root.split(separator: "/") {
+            path += "/" + part
+            if mkdir(path, 0o700) != 0 && errno != EEXIST {
+                throw Failure(kind: .io, description: "cannot create the state directory \(root): \(String(cString: strerror(errno))) (set --state-dir or SWIFTVISOR_STATE_DIR)")
+            }
+        }
+    }
+
+    public func exists(_ name: String) -> Bool { access(folder(name), F_OK) == 0 }
+
+    public func require(_ name: String) throws(Failure) {
+        try StateDirectory.validate(name: name)
+        guard exists(name) else { throw Failure(kind: .notFound, description: "no VM named '\(name)' (see `swiftvisor ls`)") }
+    }
+
+    /// The names of all VMs, sorted.
+    public func names() -> [String] {
+        guard let dir = opendir(root) else { return [] }
+        defer { closedir(dir) }
+        var out: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if name != "." && name != ".." && (try? StateDirectory.validate(name: name)) != nil && access(folder(name) + "/config.json", F_OK) == 0 {
+                out.append(name)
+            }
+        }
+        return out.sorted()
+    }
+
+    /// Removes the VM's folder and everything in it.
+    public func remove(_ name: String) throws(Failure) {
+        try require(name)
+        for file in ["config.json", "pid", "api.sock", "console.sock", "console.log", "vmm.log", "result.json", "started"] {
+            unlink(path(name, file))
+        }
+        guard rmdir(folder(name)) == 0 else {
+            throw Failure(kind: .io, description: "cannot remove \(folder(name)): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    // MARK: Small files
+
+    public func write(_ text: String, to name: String, _ file: String) throws(Failure) {
+        let tmp = path(name, file + ".tmp")
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw Failure(kind: .io, description: "cannot write \(tmp): \(String(cString: strerror(errno)))") }
+        let ok = UnixSocket.writeFile(fd, Array(text.utf8))
+        close(fd)
+        guard ok, rename(tmp, path(name, file)) == 0 else { throw Failure(kind: .io, description: "cannot write \(path(name, file))") }
+    }
+
+    public func read(_ name: String, _ file: String) -> String? {
+        let fd = open(path(name, file), O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var out: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress!, $0.count) }
+            if n <= 0 { break }
+            out += buffer.prefix(n)
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    public func pid(_ name: String) -> pid_t? { read(name, "pid").flatMap { pid_t($0.trimmingSpaces.filter { $0 != "\n" }) } }
+
+    /// Whether `pid` is a live swiftvisor-vmm (not a recycled pid).
+    public static func isVMM(_ pid: pid_t) -> Bool {
+        guard kill(pid, 0) == 0 || errno == EPERM else { return false }
+        let fd = open("/proc/\(pid)/cmdline", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress!, $0.count) }
+        guard n > 0 else { return false }
+        return String(decoding: buffer.prefix(n), as: UTF8.self).contains("swiftvisor-vmm")
+    }
+}
+
+extension UnixSocket {
+    static func writeFile(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, $0.count - done) }
+            if n < 0 { if errno == EINTR { continue } else { return false } }
+            done += n
+        }
+        return true
+    }
+}

@@ -1,0 +1,269 @@
+import ArgumentParser
+import Control
+import Glibc
+import VMM
+
+/// What every verb on named VMs shares: where they live, and the output format.
+struct StateOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("Where named VMs live (default: $SWIFTVISOR_STATE_DIR, $XDG_RUNTIME_DIR/swiftvisor, /run/swiftvisor for root).", valueName: "dir"))
+    var stateDir: String?
+
+    @Flag(name: .long, help: "Machine-readable output; errors become one JSON line on stderr.")
+    var json = false
+
+    var directory: StateDirectory { StateDirectory.resolve(stateDir) }
+}
+
+/// A failure with its documented exit code, printed as one line.
+struct CLIFailure: Error {
+    let message: String
+    let code: Int32
+
+    static func from(_ e: StateDirectory.Failure) -> CLIFailure {
+        switch e.kind {
+        case .notFound: CLIFailure(message: e.description, code: ProcessExitCode.notFound)
+        case .exists: CLIFailure(message: e.description, code: ProcessExitCode.conflict)
+        case .invalidName: CLIFailure(message: e.description, code: ProcessExitCode.usage)
+        case .io: CLIFailure(message: e.description, code: ProcessExitCode.vmmFailure)
+        }
+    }
+}
+
+/// Runs a verb's body, turning failures into one line and their exit code.
+func verb(_ json: Bool, _ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let f as CLIFailure {
+        StandardStream.failure(f.message, code: f.code, json: json)
+        throw ExitCode(f.code)
+    } catch let f as StateDirectory.Failure {
+        let c = CLIFailure.from(f)
+        StandardStream.failure(c.message, code: c.code, json: json)
+        throw ExitCode(c.code)
+    }
+}
+
+func status(_ name: String, _ options: StateOptions) throws -> VMStatus {
+    do { return try VMStatus.read(name, in: options.directory) } catch { throw CLIFailure.from(error) }
+}
+
+func requireAlive(_ s: VMStatus) throws {
+    guard s.isAlive else { throw CLIFailure(message: "VM '\(s.name)' is \(s.state.rawValue), not running", code: ProcessExitCode.conflict) }
+    guard s.state != .unresponsive else {
+        throw CLIFailure(message: "VM '\(s.name)' (pid \(s.pid.map(String.init) ?? "?")) does not answer on its API; `swiftvisor kill \(s.name)` ends it", code: ProcessExitCode.unresponsive)
+    }
+}
+
+/// One API call; 4xx/5xx become failures with the API's own message.
+@discardableResult
+func call(_ name: String, _ options: StateOptions, _ method: String, _ path: String, _ body: JSONValue? = nil) throws -> JSONValue {
+    let r: (status: Int, body: JSONValue)
+    do { r = try APIClient.request(options.directory.path(name, "api.sock"), method, path, body: body) }
+    catch { throw CLIFailure(message: "VM '\(name)': \(error.description)", code: ProcessExitCode.unresponsive) }
+    guard (200..<300).contains(r.status) else {
+        let message = r.body["error"]?.string ?? "HTTP \(r.status)"
+        throw CLIFailure(message: "VM '\(name)': \(message)", code: r.status == 409 ? ProcessExitCode.conflict : ProcessExitCode.vmmFailure)
+    }
+    return r.body
+}
+
+/// Waits until the VMM is gone; false on time-out.
+func waitForExit(_ name: String, _ options: StateOptions, timeoutSeconds: Double?) -> Bool {
+    let deadline = timeoutSeconds.map { Double(time(nil)) + $0 }
+    while true {
+        guard let s = try? VMStatus.read(name, in: options.directory), s.isAlive else { return true }
+        if let deadline, Double(time(nil)) >= deadline { return false }
+        usleep(50_000)
+    }
+}
+
+struct ListCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ls", abstract: "List named VMs and their states.")
+    @OptionGroup var state: StateOptions
+
+    func run() throws {
+        try verb(state.json) {
+            let all = state.directory.names().compactMap { try? VMStatus.read($0, in: state.directory) }
+            if state.json {
+                StandardStream.output(JSONValue.array(all.map { $0.json }).rendered + "\n")
+                return
+            }
+            var rows = [["NAME", "STATE", "PID", "UPTIME", "CPUS", "MEMORY", "BOOT", "EXIT"]]
+            for s in all {
+                let config = s.live?["config"] ?? s.config
+                let boot = config?["boot"].map { b in b["image"]?.string ?? b["kernel"]?.string ?? "demo" } ?? "?"
+                let uptime = s.live?["uptimeSeconds"]?.number.map { "\(Int($0))s" } ?? "-"
+                rows.append([s.name, s.state.rawValue, s.pid.map(String.init) ?? "-", uptime,
+                             config?["cpus"]?.int.map(String.init) ?? "?",
+                             config?["memory"]?.int.map { ByteSize.format(UInt64($0)) } ?? "?",
+                             String(boot.split(separator: "/").last ?? "?"), s.exitCode.map(String.init) ?? "-"])
+            }
+            let widths = (0..<rows[0].count).map { c in rows.map { $0[c].count }.max()! }
+            for r in rows {
+                StandardStream.output(r.enumerated().map { $1 + String(repeating: " ", count: widths[$0] - $1.count) }.joined(separator: "  ").trimmingTrailingSpaces + "\n")
+            }
+        }
+    }
+}
+
+struct InspectCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Print a VM's configuration, state, pid, uptime and exit statistics as JSON.")
+    @OptionGroup var state: StateOptions
+    @Argument(help: "The VM's name.") var name: String
+
+    func run() throws {
+        try verb(state.json) { StandardStream.output(try status(name, state).json.rendered + "\n") }
+    }
+}
+
+struct PauseCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "pause", abstract: "Stop a VM's vCPUs until `resume`; its memory and devices stay.")
+    @OptionGroup var state: StateOptions
+    @Argument(help: "The VM's name.") var name: String
+
+    func run() throws {
+        try verb(state.json) {
+            try requireAlive(try status(name, state))
+            try call(name, state, "PUT", "/vm/state", .object([("state", .string("paused"))]))
+            StandardStream.output(name + "\n")
+        }
+    }
+}
+
+struct ResumeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "resume", abstract: "Let a paused VM's vCPUs run again.")
+    @OptionGroup var state: StateOptions
+    @Argument(help: "The VM's name.") var name: String
+
+    func run() throws {
+        try verb(state.json) {
+            try requireAlive(try status(name, state))
+            try call(name, state, "PUT", "/vm/state", .object([("state", .string("running"))]))
+            StandardStream.output(name + "\n")
+        }
+    }
+}
+
+struct StopCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "stop", abstract: "Ask a VM's guest to power off; stop it after --timeout if it has not.",
+        discussion: "Presses the ACPI power button of guests that have one (kernels); a guest without ACPI (a flat binary) cannot be asked, so it is stopped at once.")
+    @OptionGroup var state: StateOptions
+    @Argument(help: "The VM's name.") var name: String
+    @Option(name: .long, help: "Seconds to wait for the guest to power off.") var timeout: Double = 10
+
+    func run() throws {
+        try verb(state.json) {
+            var s = try status(name, state)
+            try requireAlive(s)
+            if s.state == .paused { try call(name, state, "PUT", "/vm/state", .object([("state", .string("running"))])) }
+            let answer = try call(name, state, "POST", "/vm/actions", .object([("action", .string("power-button"))]))
+            if answer["guestListening"]?.bool != true || !waitForExit(name, state, timeoutSeconds: timeout) {
+                s = try status(name, state)
+                if s.isAlive { _ = try? call(name, state, "PUT", "/vm/state", .object([("state", .string("stopped"))])) }
+                guard waitForExit(name, state, timeoutSeconds: 10) else {
+                    throw CLIFailure(message: "VM '\(name)' did not stop; `swiftvisor kill \(name)` ends it", code: ProcessExitCode.unresponsive)
+                }
+            }
+            StandardStream.output(name + "\n")
+        }
+    }
+}
+
+struct KillCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "kill", abstract: "Stop a VM at once (its VMM is killed if it does not answer).")
+    @OptionGroup var state: StateOptions
+    @Argument(help: "The VM's name.") var name: String
+
+    func run() throws {
+        try verb(state.json) {
+            let s = try status(name, state)
+            guard s.isAlive else { throw CLIFailure(message: "VM '\(name)' is \(s.state.rawValue), not running", code: ProcessExitCode.conflict) }
+            if s.state != .unresponsive {
+                _ = try? call(name, state, "PUT", "/vm/state", .object([("state", .string("stopped"))]))
+            }
+            if !waitForExit(name, state, timeoutSeconds: 3), let pid = s.pid, StateDirectory.isVMM(pid) {
+                kill(pid, SIGKILL)
+                _ = waitForExit(name, state, timeoutSeconds: 3)
+            }
+            StandardStream.output(name + "\n")
+        }
+    }
+}
+
+struct WaitCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "wait", abstract: "Block until a VM ends, then exit with the guest's exit code.")
+    @OptionGroup var state: StateOptions
+    @Argument(help: "The VM's name.") var name: String
+    @Option(name: .long, help: "Give up after this many seconds (exit code 124).") var timeout: Double?
+
+    func run() throws {
+        var code: Int32 = 0
+        try verb(state.json) {
+            _ = try status(name, state)
+            guard waitForExit(name, state, timeoutSeconds: timeout) else {
+                throw CLIFailure(message: "VM '\(name)' is still running after \(timeout ?? 0) s", code: ProcessExitCode.timeLimit)
+            }
+            let s = try status(name, state)
+            if state.json { StandardStream.output(s.json.rendered + "\n") }
+            guard s.state != .crashed else { throw CLIFailure(message: "VM '\(name)' crashed: its VMM died without a result", code: ProcessExitCode.vmmFailure) }
+            code = s.exitCode ?? ProcessExitCode.vmmFailure
+        }
+        if code != 0 { throw ExitCode(code) }
+    }
+}
+
+struct LogsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "logs", abstract: "Print what a VM's guest wrote to its serial console.")
+    @OptionGroup var state: StateOptions
+    @Argument(help: "The VM's name.") var name: String
+    @Flag(name: .shortAndLong, help: "Keep printing as the guest writes, until the VM ends.") var follow = false
+
+    func run() throws {
+        try verb(state.json) {
+            _ = try status(name, state)
+            let fd = open(state.directory.path(name, "console.log"), O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { return } // nothing printed yet
+            defer { close(fd) }
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
+                if n > 0 { StandardStream.write(bytes: Array(buffer.prefix(n))); continue }
+                guard follow, let s = try? VMStatus.read(name, in: state.directory), s.isAlive else {
+                    if follow { // drain what the VM wrote as it stopped
+                        let m = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
+                        if m > 0 { StandardStream.write(bytes: Array(buffer.prefix(m))) }
+                    }
+                    return
+                }
+                usleep(100_000)
+            }
+        }
+    }
+}
+
+struct RemoveCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "rm", abstract: "Remove a stopped or crashed VM's state.")
+    @OptionGroup var state: StateOptions
+    @Argument(help: "The VM's name.") var name: String
+    @Flag(name: .shortAndLong, help: "Kill it first if it is running.") var force = false
+
+    func run() throws {
+        try verb(state.json) {
+            let s = try status(name, state)
+            if s.isAlive {
+                guard force else { throw CLIFailure(message: "VM '\(name)' is \(s.state.rawValue); stop it first or use rm --force", code: ProcessExitCode.conflict) }
+                var k = KillCommand()
+                k.state = state
+                k.name = name
+                try k.run()
+            }
+            do { try state.directory.remove(name) } catch let e as StateDirectory.Failure { throw CLIFailure.from(e) }
+            StandardStream.output(name + "\n")
+        }
+    }
+}
+
+extension String {
+    var trimmingTrailingSpaces: String { String(reversed().drop { $0 == " " }.reversed()) }
+}
