@@ -43,6 +43,15 @@ public final class APIServer: Sendable {
             response = .error(error)
         }
         UnixSocket.writeAll(client, response.bytes)
+        // Lingering close: closing with unread input would reset the connection and
+        // could destroy the response (e.g. a 431 sent before the head was all read).
+        shutdown(client, Int32(SHUT_WR))
+        var drained = 0
+        while drained < 1 << 20 {
+            let n = UnixSocket.readSome(client, max: 65536).count
+            if n == 0 { break }
+            drained += n
+        }
     }
 
     public func close() {

@@ -35,7 +35,7 @@ public struct HTTPRequest: Sendable {
             }
             data += chunk
             headEnd = find(data, [13, 10, 13, 10])
-            if headEnd == nil && data.count > maximumHeaderBytes {
+            if (headEnd ?? data.count) > maximumHeaderBytes {
                 throw HTTPError(status: 431, message: "request head larger than \(maximumHeaderBytes) bytes")
             }
         }

@@ -9,6 +9,7 @@ public enum VMMLauncher {
     }
 
     public static func spawnDetached(executable: String, arguments: [String], logPath: String) throws(Failure) -> pid_t {
+        closeInheritedDescriptorsOnExec()
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -37,5 +38,19 @@ public enum VMMLauncher {
             throw Failure(description: "cannot start \(executable): \(String(cString: strerror(r))); install swiftvisor-vmm beside swiftvisor or set SWIFTVISOR_VMM")
         }
         return pid
+    }
+
+    /// A long-lived VMM must not keep whatever descriptors its launcher inherited (a
+    /// caller's pipe would then never reach end of file): mark all above 2 close-on-exec.
+    static func closeInheritedDescriptorsOnExec() {
+        guard let dir = opendir("/proc/self/fd") else { return }
+        defer { closedir(dir) }
+        let own = dirfd(dir)
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if let fd = Int32(name), fd > 2, fd != own {
+                _ = fcntl(fd, F_SETFD, fcntl(fd, F_GETFD) | FD_CLOEXEC)
+            }
+        }
     }
 }
