@@ -16,7 +16,9 @@ struct Swiftvisor: ParsableCommand {
             Exit codes: 0 success; a guest's own exit code (port 0x501) is passed through; \
             64 usage error; 65 bad image; 66 file not found; 69 KVM unavailable; \
             70 guest failure (triple fault, emulation failure); 71 VMM failure; \
-            77 no permission on /dev/kvm; 128+N stopped by signal N.
+            67 no such VM; 73 conflict (name taken, wrong state); 75 VMM not answering; \
+            77 no permission on /dev/kvm; 124 time limit; 137 stopped from the host; \
+            128+N stopped by signal N.
             """,
         version: "0.1.0",
         subcommands: [RunCommand.self, DoctorCommand.self, ListCommand.self, InspectCommand.self, PauseCommand.self,

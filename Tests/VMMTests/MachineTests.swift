@@ -244,3 +244,32 @@ final class KVMUnitTestsImageTests: XCTestCase {
         XCTAssertTrue(console.contains("SUMMARY: 10 tests"), console)
     }
 }
+
+extension MachineTests {
+    func testPauseStopsEveryVCPUAndResumeLetsThemGo() throws {
+        try KVMTestHost.skipUnlessUsable()
+        // Two vCPUs writing to port 0x80 forever.
+        let config = MachineConfig(memorySize: 16 << 20, vcpuCount: 2, boot: .flatImage(FlatBinary(bytes: [0xE6, 0x80, 0xEB, 0xFC], mode: .long)))
+        let machine = try Machine.build(config, console: CapturedConsole())
+        XCTAssertEqual(machine.state, .created)
+        let done = DispatchSemaphore(value: 0)
+        let box = Mutex<MachineResult?>(nil)
+        DispatchQueue.global().async { let r = machine.run(); box.withLock { $0 = r }; done.signal() }
+        while machine.currentStatistics().totalExits < 100 { usleep(1000) }
+        XCTAssertEqual(machine.state, .running)
+        XCTAssertTrue(machine.pause())
+        XCTAssertEqual(machine.state, .paused)
+        let frozen = machine.currentStatistics()[.ioOut]
+        usleep(200_000)
+        XCTAssertEqual(machine.currentStatistics()[.ioOut], frozen, "nothing runs while paused")
+        machine.resume()
+        usleep(100_000)
+        XCTAssertGreaterThan(machine.currentStatistics()[.ioOut], frozen)
+        XCTAssertFalse(machine.pressPowerButton(), "a flat binary has no ACPI power button")
+        XCTAssertTrue(machine.pause())
+        machine.requestStop(.hostStop) // stopping a paused machine works too
+        XCTAssertEqual(done.wait(timeout: .now() + 10), .success)
+        XCTAssertEqual(box.withLock { $0 }?.reason, .hostStop)
+        XCTAssertEqual(machine.state, .stopped)
+    }
+}

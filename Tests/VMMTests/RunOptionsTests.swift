@@ -58,3 +58,52 @@ final class RunOptionsTests: XCTestCase {
         XCTAssertEqual((parsed?["list"] as? [Any])?.count, 3)
     }
 }
+
+final class JSONParserTests: XCTestCase {
+    func testParsesWhatItWritesAndStandardJSON() throws {
+        let text = #"{"a": [1, -2, 3.5, 1e3, true, false, null], "s": "tab\there \u00e9 \ud83d\ude00 \"q\" \\ \/", "n": {"deep": {}}, "big": 18446744073709551615}"#
+        let v = try JSONValue.parse(text)
+        XCTAssertEqual(v["s"]?.string, "tab\there é 😀 \"q\" \\ /")
+        XCTAssertEqual(v["a"], .array([.int(1), .int(-2), .double(3.5), .double(1000), .bool(true), .bool(false), .null]))
+        XCTAssertEqual(v["big"], .uint(UInt64.max))
+        XCTAssertEqual(try JSONValue.parse(v.rendered), v, "round trip")
+    }
+
+    func testMalformedDocumentsAreOneLineErrors() {
+        for bad in ["", "{", "[1,]", "{\"a\" 1}", "{\"a\":1,}", "\"unterminated", "tru", "01x", "[1] 2", "{\"a\":1,\"a\":2}",
+                    "\"\\ud800\"", "\"\\q\"", "\"a\u{01}b\"", "-", "1e999", String(repeating: "[", count: 100) + String(repeating: "]", count: 100)] {
+            XCTAssertThrowsError(try JSONValue.parse(bad), bad) { e in
+                XCTAssertTrue("\(e)".hasPrefix("invalid JSON at byte"), "\(e)")
+                XCTAssertFalse("\(e)".contains("\n"))
+            }
+        }
+    }
+
+    func testVMDescriptionSchema() throws {
+        let d = try VMDescription.parse(try JSONValue.parse("""
+            {"name": "k", "memory": "128M", "cpus": 2, "testDevices": true, "pit": false, "timeout": 30,
+             "boot": {"kernel": "/k.flat", "cmdline": "cpuid", "initrd": "/env"}}
+            """))
+        XCTAssertEqual(d.name, "k")
+        XCTAssertEqual(d.options.config.memorySize, 128 << 20)
+        XCTAssertEqual(d.options.config.vcpuCount, 2)
+        XCTAssertTrue(d.options.config.testDevices)
+        XCTAssertFalse(d.options.config.pit)
+        XCTAssertEqual(d.options.timeoutSeconds, 30)
+        XCTAssertEqual(d.options.config.boot, .kernel(path: "/k.flat", commandLine: "cpuid", initrd: "/env"))
+        // What the API shows parses back to the same VM.
+        XCTAssertEqual(try VMDescription.parse(d.json), d)
+        let flat = try VMDescription.parse(try JSONValue.parse(#"{"boot": {"image": "x.bin", "mode": "real", "loadAddress": "0x8000", "entry": 32784}}"#))
+        XCTAssertEqual(flat.options.config.boot, .flat(path: "x.bin", mode: .real, loadAddress: 0x8000, entry: 0x8010))
+        XCTAssertEqual(try VMDescription.parse(try JSONValue.parse("{}")).options.config, MachineConfig())
+
+        for (bad, message) in [(#"{"colour": 1}"#, "unknown field \"colour\""), (#"{"cpus": 0}"#, "\"cpus\""),
+                               (#"{"memory": "lots"}"#, "\"memory\""), (#"{"boot": {"image": "x", "kernel": "y"}}"#, "boot.kernel"),
+                               (#"{"boot": {"floppy": "a"}}"#, "needs one of"), (#"{"boot": {"image": "x", "mode": "v86"}}"#, "boot.mode"),
+                               ("[]", "JSON object")] {
+            XCTAssertThrowsError(try VMDescription.parse(try JSONValue.parse(bad)), bad) { e in
+                XCTAssertTrue("\(e)".contains(message), "\(bad): \(e)")
+            }
+        }
+    }
+}
