@@ -95,6 +95,10 @@ extension Machine {
                                          sci: KVMInterruptLine(vm: vm, gsi: UInt32(ACPITables.sciIRQ)))
             try devices.register(device, port: ACPITables.pmBase, count: PowerManagement.portCount, name: "ACPI PM (timer, PM1)")
             pm = device
+            try devices.register(CMOS(memorySize: config.memorySize), port: CMOS.port, count: CMOS.portCount, name: "CMOS/RTC")
+            let i8042 = I8042(power: control)
+            try devices.register(i8042.window(I8042.dataPort), port: I8042.dataPort, count: 1, name: "i8042 data")
+            try devices.register(i8042.window(I8042.commandPort), port: I8042.commandPort, count: 1, name: "i8042 command")
         }
         if config.testDevices {
             try devices.register(DebugExit(power: control), port: DebugExit.port, count: DebugExit.portCount, name: "isa-debug-exit")
@@ -116,9 +120,10 @@ extension Machine {
 enum GuestImage {
     case flat(FlatBinary)
     case multiboot(Multiboot, commandLine: String, module: (bytes: [UInt8], name: String)?)
+    case linux(LinuxKernel, commandLine: String, initrd: [UInt8]?)
 
     /// Kernels need the PC platform (irqchip, ACPI); flat binaries run bare.
-    var needsPlatform: Bool { if case .multiboot = self { true } else { false } }
+    var needsPlatform: Bool { if case .flat = self { false } else { true } }
 
     static func read(_ source: BootSource) throws(MachineError) -> GuestImage {
         switch source {
@@ -141,8 +146,11 @@ enum GuestImage {
                     let line = commandLine.isEmpty ? path : path + " " + commandLine
                     return .multiboot(try Multiboot(bytes), commandLine: line, module: module)
                 }
+                if LinuxKernel.recognises(bytes) {
+                    return .linux(try LinuxKernel(bytes), commandLine: commandLine, initrd: module?.bytes)
+                }
             } catch { throw .boot(error) }
-            throw .boot(.malformed("\(path) is not a Multiboot kernel (no Multiboot header in its first 8 KiB); Linux bzImage and vmlinux kernels are not supported yet"))
+            throw .boot(.malformed("\(path) is neither a Multiboot kernel nor a Linux kernel (bzImage or 64-bit vmlinux)"))
         }
     }
 
@@ -156,6 +164,10 @@ enum GuestImage {
                 let map = PlatformMemoryMap.entries(ramRanges: RAMLayout.ranges(memorySize: config.memorySize))
                 let entry = try kernel.load(into: memory, commandLine: commandLine, modules: module.map { [$0] } ?? [], memoryMap: map)
                 return try LegacyFirmware.wrap(entry, memory: memory)
+            case let .linux(kernel, commandLine, initrd):
+                let rsdp = try ACPITables.write(into: memory, cpus: config.vcpuCount)
+                let map = PlatformMemoryMap.entries(ramRanges: RAMLayout.ranges(memorySize: config.memorySize))
+                return try kernel.load(into: memory, commandLine: commandLine, initrd: initrd, memoryMap: map, rsdp: rsdp)
             }
         } catch { throw .boot(error) }
     }

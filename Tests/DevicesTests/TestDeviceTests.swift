@@ -80,3 +80,44 @@ final class TestDeviceTests: XCTestCase {
         XCTAssertEqual(p.entries, ["off"])
     }
 }
+
+final class PlatformDeviceTests: XCTestCase {
+    func testCMOSClockFollowsTheHostInBCDAndBinary() {
+        let cmos = CMOS(memorySize: 256 << 20)
+        func reg(_ i: UInt8) -> UInt32 { cmos.write(offset: 0, size: 1, value: UInt32(i)); return cmos.read(offset: 1, size: 1) }
+        var now = time(nil)
+        var t = tm()
+        gmtime_r(&now, &t)
+        let bcdYear = reg(0x09)
+        XCTAssertEqual((bcdYear >> 4) * 10 + (bcdYear & 0xF), UInt32((t.tm_year + 1900) % 100))
+        XCTAssertEqual(reg(0x32), 0x20, "century in BCD")
+        cmos.write(offset: 0, size: 1, value: 0x0B)
+        cmos.write(offset: 1, size: 1, value: 0x06) // binary, 24-hour
+        XCTAssertEqual(reg(0x09), UInt32((t.tm_year + 1900) % 100))
+        XCTAssertEqual(reg(0x0D), 0x80, "valid RAM and time")
+        let ext = reg(0x17) | reg(0x18) << 8
+        XCTAssertEqual(ext, 0xFFFF, "extended memory in KiB, capped")
+        cmos.write(offset: 0, size: 1, value: 0x40)
+        cmos.write(offset: 1, size: 1, value: 0x5A)
+        XCTAssertEqual(reg(0x40), 0x5A, "ordinary CMOS bytes are kept")
+    }
+
+    func testI8042SelfTestCommandByteAndReset() {
+        let p = TestDeviceTests.Power()
+        let kbc = I8042(power: p)
+        let data = kbc.window(I8042.dataPort), command = kbc.window(I8042.commandPort)
+        command.write(offset: 0, size: 1, value: 0xAA)
+        XCTAssertEqual(command.read(offset: 0, size: 1) & 1, 1, "output buffer full")
+        XCTAssertEqual(data.read(offset: 0, size: 1), 0x55)
+        command.write(offset: 0, size: 1, value: 0x60)
+        data.write(offset: 0, size: 1, value: 0x21)
+        command.write(offset: 0, size: 1, value: 0x20)
+        XCTAssertEqual(data.read(offset: 0, size: 1), 0x21)
+        XCTAssertEqual(p.entries, [])
+        command.write(offset: 0, size: 1, value: 0xFE)
+        XCTAssertEqual(p.entries, ["reset"])
+        command.write(offset: 0, size: 1, value: 0xD1)
+        data.write(offset: 0, size: 1, value: 0x00)
+        XCTAssertEqual(p.entries, ["reset", "reset"], "output port with the reset line low")
+    }
+}

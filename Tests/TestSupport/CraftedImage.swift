@@ -22,3 +22,44 @@ public enum CraftedImage {
         return b
     }
 }
+
+extension CraftedImage {
+    /// An ELF64 x86-64 executable with one segment: `code` linked at `virtualAddress`,
+    /// loaded at `physicalAddress` (like vmlinux, whose code runs at high virtual
+    /// addresses but is loaded low), entered at the segment's start.
+    public static func elf64(code: [UInt8], physicalAddress: UInt64 = 0x100_0000,
+                             virtualAddress: UInt64 = 0xFFFF_FFFF_8100_0000, entryOffset: UInt64 = 0) -> [UInt8] {
+        var b = [UInt8](repeating: 0, count: 0x1000 + code.count)
+        func put(_ v: UInt64, _ o: Int, _ n: Int) { for i in 0..<n { b[o + i] = UInt8(truncatingIfNeeded: v >> (8 * UInt64(i))) } }
+        b[0...3] = [0x7F, 0x45, 0x4C, 0x46]; b[4] = 2; b[5] = 1; b[6] = 1
+        put(2, 16, 2); put(62, 18, 2); put(1, 20, 4); put(virtualAddress + entryOffset, 24, 8); put(64, 32, 8)
+        put(64, 52, 2); put(56, 54, 2); put(1, 56, 2)
+        let h = 64
+        put(1, h, 4); put(5, h + 4, 4); put(0x1000, h + 8, 8); put(virtualAddress, h + 16, 8); put(physicalAddress, h + 24, 8)
+        put(UInt64(code.count), h + 32, 8); put(UInt64(code.count) + 0x1000, h + 40, 8); put(0x1000, h + 48, 8)
+        for (i, c) in code.enumerated() { b[0x1000 + i] = c }
+        return b
+    }
+
+    /// A bzImage-shaped file: boot sector signature, a setup header of `version`
+    /// (with the 64-bit entry flag unless `kernel64` is false) and `payload` after
+    /// `setupSectors` sectors of setup code.
+    public static func bzImage(version: UInt16 = 0x020F, kernel64: Bool = true, setupSectors: UInt8 = 4,
+                               payload: [UInt8] = [UInt8](repeating: 0x90, count: 0x400), syssizeBytes: Int? = nil) -> [UInt8] {
+        var b = [UInt8](repeating: 0, count: (Int(setupSectors) + 1) * 512)
+        func put(_ v: UInt64, _ o: Int, _ n: Int) { for i in 0..<n { b[o + i] = UInt8(truncatingIfNeeded: v >> (8 * UInt64(i))) } }
+        b[0x1F1] = setupSectors
+        put(UInt64((syssizeBytes ?? payload.count) + 15) / 16, 0x1F4, 4)
+        b[0x1FE] = 0x55; b[0x1FF] = 0xAA
+        b[0x201] = 0x62
+        for (i, c) in "HdrS".utf8.enumerated() { b[0x202 + i] = c }
+        put(UInt64(version), 0x206, 2)
+        b[0x211] = 0x01                                   // LOADED_HIGH
+        put(0x7FFF_FFFF, 0x22C, 4)                        // initrd_addr_max
+        put(0x20_0000, 0x230, 4)                          // kernel_alignment
+        put(kernel64 ? 0x3 : 0x0, 0x236, 2)               // XLF_KERNEL_64 | XLF_CAN_BE_LOADED_ABOVE_4G
+        put(2048, 0x238, 4)                               // cmdline_size
+        put(0x40_0000, 0x260, 4)                          // init_size
+        return b + payload
+    }
+}

@@ -273,3 +273,38 @@ extension MachineTests {
         XCTAssertEqual(machine.state, .stopped)
     }
 }
+
+final class LinuxBootTests: XCTestCase {
+    /// 64-bit code: checks the zero page's boot signature and "HdrS", prints the
+    /// command line it points at on COM1, and exits with the number of e820 entries
+    /// (99 when the zero page is wrong).
+    static let kernelCode: [UInt8] = [
+        0x66, 0x81, 0xBE, 0xFE, 0x01, 0x00, 0x00, 0x55, 0xAA, 0x75, 0x2E, 0x81, 0xBE, 0x02, 0x02, 0x00,
+        0x00, 0x48, 0x64, 0x72, 0x53, 0x75, 0x22, 0x8B, 0x9E, 0x28, 0x02, 0x00, 0x00, 0x66, 0xBA, 0xF8,
+        0x03, 0x8A, 0x03, 0x84, 0xC0, 0x74, 0x06, 0xEE, 0x48, 0xFF, 0xC3, 0xEB, 0xF4, 0x0F, 0xB6, 0x86,
+        0xE8, 0x01, 0x00, 0x00, 0x66, 0xBA, 0x01, 0x05, 0xEE, 0xB0, 0x63, 0x66, 0xBA, 0x01, 0x05, 0xEE,
+    ]
+
+    func testAVmlinuxGetsItsZeroPageCommandLineAndMemoryMap() throws {
+        try KVMTestHost.skipUnlessUsable()
+        let file = TemporaryFile(bytes: CraftedImage.elf64(code: Self.kernelCode))
+        let console = CapturedConsole()
+        let config = MachineConfig(memorySize: 64 << 20, boot: .kernel(path: file.path, commandLine: "console=ttyS0 root=/dev/vda", initrd: nil))
+        let machine = try Machine.build(config, console: console)
+        XCTAssertEqual(machine.portName(0x70), "CMOS/RTC")
+        XCTAssertEqual(machine.portName(0x64), "i8042 command")
+        let result = machine.run(timeLimit: 30_000_000_000)
+        XCTAssertEqual(console.text, "console=ttyS0 root=/dev/vda")
+        XCTAssertEqual(result.reason, .exitPort(code: Int32(PlatformMemoryMap.entries(ramRanges: RAMLayout.ranges(memorySize: 64 << 20)).count)))
+    }
+
+    func testKeyboardControllerResetEndsTheVM() throws {
+        try KVMTestHost.skipUnlessUsable()
+        // mov al, 0xfe; out 0x64, al
+        let file = TemporaryFile(bytes: CraftedImage.elf64(code: [0xB0, 0xFE, 0xE6, 0x64, 0xF4]))
+        let config = MachineConfig(memorySize: 64 << 20, boot: .kernel(path: file.path, commandLine: "", initrd: nil))
+        let result = try Machine.build(config, console: CapturedConsole()).run(timeLimit: 30_000_000_000)
+        XCTAssertEqual(result.reason, .reset)
+        XCTAssertEqual(ProcessExitCode.forStop(result.reason), 0)
+    }
+}

@@ -1,0 +1,152 @@
+import GuestMemory
+
+/// A Linux kernel booted through the 64-bit boot protocol (Documentation/arch/x86/
+/// boot.rst, "64-bit Boot Protocol"): long mode with an identity map, RSI pointing at
+/// the zero page (`struct boot_params`) that holds the setup header, the command line
+/// pointer, the e820 memory map and the initrd. Two formats:
+/// - bzImage: the setup header is validated and the protected-mode part is loaded at
+///   1 MiB and entered at its 64-bit entry (load address + 0x200); it decompresses
+///   the kernel itself.
+/// - vmlinux: an uncompressed ELF64 kernel, its segments loaded at their physical
+///   addresses and entered at the ELF entry point.
+public struct LinuxKernel: Sendable {
+    public enum Format: Sendable, Equatable { case bzImage, vmlinux }
+
+    public let format: Format
+    /// Setup header fields that matter to the loader.
+    public let protocolVersion: UInt16
+    public let setupHeader: [UInt8]
+    public let commandLineSize: UInt32
+    public let initrdAddressMax: UInt32
+    let pieces: [(address: UInt64, bytes: ArraySlice<UInt8>, memorySize: UInt64)]
+    public let entry: UInt64
+
+    public static let bzImageLoadAddress: UInt64 = 0x10_0000
+    public static let zeroPage: UInt64 = 0x7000
+    public static let commandLineAddress: UInt64 = 0x2_0000
+    /// The oldest protocol with a 64-bit entry point (2.12 adds XLF_KERNEL_64).
+    public static let minimumProtocol: UInt16 = 0x020C
+
+    /// Whether `bytes` look like a Linux kernel this loader knows.
+    public static func recognises(_ bytes: [UInt8]) -> Bool {
+        isBzImage(bytes) || (ELFImage.isELF(bytes) && bytes.count > 4 && bytes[4] == 2)
+    }
+
+    static func isBzImage(_ b: [UInt8]) -> Bool {
+        b.count >= 0x264 && b[0x1FE] == 0x55 && b[0x1FF] == 0xAA && Array(b[0x202..<0x206]) == Array("HdrS".utf8)
+    }
+
+    public init(_ bytes: [UInt8]) throws(BootError) {
+        if ELFImage.isELF(bytes) {
+            let elf = try ELFImage(bytes)
+            guard elf.is64Bit, elf.machine == 62 else { throw .malformed("not a 64-bit x86 kernel (ELF machine \(elf.machine), \(elf.is64Bit ? 64 : 32)-bit)") }
+            format = .vmlinux
+            protocolVersion = 0x020F
+            setupHeader = []
+            commandLineSize = 2048
+            initrdAddressMax = 0x7FFF_FFFF
+            // vmlinux links at a virtual address; its segments say where they go physically.
+            pieces = elf.segments.map { (address: $0.physicalAddress, bytes: bytes[$0.fileOffset..<($0.fileOffset + $0.fileSize)], memorySize: $0.memorySize) }
+            let text = elf.segments.first { elf.entry >= $0.virtualAddress && elf.entry < $0.virtualAddress + $0.memorySize }
+            entry = text.map { elf.entry - $0.virtualAddress + $0.physicalAddress } ?? elf.entry
+            guard pieces.contains(where: { entry >= $0.address && entry < $0.address + $0.memorySize }) else {
+                throw .malformed("the kernel's entry point 0x\(String(elf.entry, radix: 16)) is outside its segments")
+            }
+            return
+        }
+        guard bytes.count >= 0x264 else { throw .malformed("too short to be a Linux kernel (\(bytes.count) bytes)") }
+        guard bytes[0x1FE] == 0x55, bytes[0x1FF] == 0xAA else { throw .malformed("not a Linux kernel: no boot signature 0xAA55 at offset 0x1FE") }
+        guard Array(bytes[0x202..<0x206]) == Array("HdrS".utf8) else {
+            throw .malformed("not a bzImage: no \"HdrS\" setup header at offset 0x202 (a kernel older than 2.0 or not a kernel)")
+        }
+        let r = ByteReader(bytes)
+        let version = r.u16(0x206)
+        guard version >= LinuxKernel.minimumProtocol else {
+            throw .malformed("boot protocol \(version >> 8).\(version & 0xFF) is too old: the 64-bit entry needs 2.12 (Linux 3.8 or later)")
+        }
+        let xloadflags = r.u16(0x236)
+        guard xloadflags & 0x1 != 0 else { throw .malformed("the kernel has no 64-bit entry point (XLF_KERNEL_64 not set): a 32-bit kernel") }
+        let loadflags = r.u8(0x211)
+        guard loadflags & 0x1 != 0 else { throw .malformed("the kernel wants to be loaded low (LOADED_HIGH not set): not a bzImage") }
+        var setupSectors = Int(r.u8(0x1F1))
+        if setupSectors == 0 { setupSectors = 4 }
+        let kernelStart = (setupSectors + 1) * 512
+        guard kernelStart < bytes.count else { throw .malformed("the file ends inside the setup code (\(setupSectors) sectors): truncated") }
+        let syssize = UInt64(r.u32(0x1F4)) * 16
+        guard UInt64(bytes.count - kernelStart) >= syssize else {
+            throw .malformed("the protected-mode kernel is \(syssize) bytes but the file holds only \(bytes.count - kernelStart): truncated")
+        }
+        format = .bzImage
+        protocolVersion = version
+        let headerEnd = min(0x202 + Int(r.u8(0x201)), bytes.count) // byte 0x201: length of the header after 0x202
+        setupHeader = Array(bytes[0x1F1..<max(headerEnd, 0x264)])
+        commandLineSize = version >= 0x0206 ? r.u32(0x238) : 255
+        initrdAddressMax = version >= 0x0203 ? r.u32(0x22C) : 0x37FF_FFFF
+        let initSize = UInt64(r.u32(0x260))
+        let image = bytes[kernelStart...]
+        pieces = [(LinuxKernel.bzImageLoadAddress, image, max(UInt64(image.count), initSize))]
+        entry = LinuxKernel.bzImageLoadAddress + 0x200
+    }
+
+    /// Loads the kernel, its command line, initrd and zero page; returns the boot state.
+    public func load(into memory: GuestMemory, commandLine: String, initrd: [UInt8]?,
+                     memoryMap: [(base: UInt64, length: UInt64, type: UInt32)], rsdp: UInt64?) throws(BootError) -> InitialCPUState {
+        let cmdline = Array(commandLine.utf8)
+        guard cmdline.count < Int(commandLineSize) else {
+            throw .malformed("the command line is \(cmdline.count) bytes; this kernel takes at most \(commandLineSize - 1)")
+        }
+        for p in pieces where !memory.isValid(GuestAddress(p.address), length: p.memorySize) {
+            throw .doesNotFit(what: "the kernel", address: p.address, size: p.memorySize, memorySize: memory.size)
+        }
+        let kernelEnd = pieces.map { $0.address + $0.memorySize }.max() ?? 0
+        var state = try ModeSetup.prepare(.long, entry: entry, memory: memory)
+        var zero = [UInt8](repeating: 0, count: 4096)
+        func put(_ v: UInt64, _ at: Int, _ n: Int) { for i in 0..<n { zero[at + i] = UInt8(truncatingIfNeeded: v >> (8 * UInt64(i))) } }
+        if format == .bzImage {
+            zero.replaceSubrange(0x1F1..<(0x1F1 + setupHeader.count), with: setupHeader)
+        } else {
+            put(0xAA55, 0x1FE, 2); put(0x5372_6448, 0x202, 4) // "HdrS"
+            put(UInt64(protocolVersion), 0x206, 2)
+            put(0x100_0000, 0x230, 4)                          // kernel_alignment
+        }
+        zero[0x210] = 0xFF                                     // type_of_loader: undefined
+        zero[0x211] |= 0x01 | 0x80                             // LOADED_HIGH, CAN_USE_HEAP
+        put(0xFE00, 0x224, 2)                                  // heap_end_ptr
+        put(LinuxKernel.commandLineAddress, 0x228, 4)          // cmd_line_ptr
+        if let rsdp { put(rsdp, 0x070, 8) }                    // acpi_rsdp_addr (2.14)
+
+        var initrdPlace: (UInt64, UInt64)? = nil
+        if let initrd, !initrd.isEmpty {
+            // As high as allowed, below the PCI hole, page-aligned, above the kernel.
+            let top = min(UInt64(initrdAddressMax) + 1, memoryMap.filter { $0.type == PlatformMemoryMap.ram && $0.base < 0xC000_0000 }
+                .map { $0.base + $0.length }.max() ?? 0)
+            let size = UInt64(initrd.count)
+            guard top > size, (top - size) & ~0xFFF >= (kernelEnd + 0xFFF) & ~0xFFF else {
+                throw .doesNotFit(what: "the initrd", address: kernelEnd, size: size, memorySize: memory.size)
+            }
+            let at = (top - size) & ~0xFFF
+            initrdPlace = (at, size)
+            put(at, 0x218, 4); put(size, 0x21C, 4)
+            put(at >> 32, 0x0C0, 4); put(size >> 32, 0x0C4, 4)
+        }
+        let entries = memoryMap.prefix(128)
+        zero[0x1E8] = UInt8(entries.count)
+        for (i, e) in entries.enumerated() {
+            put(e.base, 0x2D0 + i * 20, 8); put(e.length, 0x2D0 + i * 20 + 8, 8); put(UInt64(e.type), 0x2D0 + i * 20 + 16, 4)
+        }
+
+        try ModeSetup.wrap { () throws(GuestMemoryError) in
+            for p in pieces {
+                try memory.write(bytes: p.bytes, at: GuestAddress(p.address))
+                if p.memorySize > UInt64(p.bytes.count) {
+                    try memory.fill(0, count: p.memorySize - UInt64(p.bytes.count), at: GuestAddress(p.address + UInt64(p.bytes.count)))
+                }
+            }
+            try memory.write(bytes: cmdline + [0], at: GuestAddress(LinuxKernel.commandLineAddress))
+            if let (at, _) = initrdPlace, let initrd { try memory.write(bytes: initrd, at: GuestAddress(at)) }
+            try memory.write(bytes: zero, at: GuestAddress(LinuxKernel.zeroPage))
+        }
+        state.rsi = LinuxKernel.zeroPage
+        return state
+    }
+}
