@@ -16,12 +16,19 @@ let package = Package(
     targets: [
         .systemLibrary(name: "CKVM", path: "Modulemaps/CKVM"),
         .systemLibrary(name: "CLinux", path: "Modulemaps/CLinux"),
+        .systemLibrary(name: "CLzma", path: "Modulemaps/CLzma"),
+        .systemLibrary(name: "CZlib", path: "Modulemaps/CZlib"),
+        .systemLibrary(name: "CZstd", path: "Modulemaps/CZstd"),
+        .systemLibrary(name: "CLZ4", path: "Modulemaps/CLZ4"),
         .target(name: "KVM", dependencies: ["CKVM", .product(name: "SystemPackage", package: "swift-system")]),
         .target(name: "GuestMemory", dependencies: [.product(name: "SystemPackage", package: "swift-system")]),
         .target(name: "Devices", dependencies: ["GuestMemory"]),
         .target(name: "Boot", dependencies: ["GuestMemory"], exclude: ["Guests"]),
         .target(name: "VMM", dependencies: ["KVM", "GuestMemory", "Devices", "Boot", "CLinux",
                                             .product(name: "SystemPackage", package: "swift-system")]),
+        // Host-side kernel decompression and its cache. Kept out of Boot so that the
+        // long-running VMM process does not load four compression libraries.
+        .target(name: "KernelImage", dependencies: ["Boot", "VMM", "CLzma", "CZlib", "CZstd", "CLZ4"]),
         // The control API (HTTP/JSON over a Unix socket), its client, the state directory.
         .target(name: "Control", dependencies: ["VMM", "Devices", "CLinux"], exclude: ["openapi.json"]),
         // The VMM process: what runs a machine for its whole life. It links no
@@ -29,7 +36,7 @@ let package = Package(
         .executableTarget(name: "swiftvisor-vmm", dependencies: ["VMM", "Control", "Devices"]),
         // The user-facing command; it validates, then execs swiftvisor-vmm to run a VM.
         .executableTarget(name: "swiftvisor", dependencies: [
-            "VMM", "KVM", "Control",
+            "VMM", "KVM", "Control", "KernelImage",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Helpers shared by the test targets (KVM availability, temporary files).
@@ -37,7 +44,7 @@ let package = Package(
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "GuestMemory", "Boot", "VMM", "TestSupport"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory"]),
-        .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory", "TestSupport"]),
+        .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory", "TestSupport", "KernelImage"]),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "Boot", "Devices", "GuestMemory", "TestSupport"]),
         // Drives the built executables as a user would; depends on them so they are built.
         .testTarget(name: "CLITests", dependencies: ["swiftvisor", "swiftvisor-vmm", "VMM", "Boot", "TestSupport"]),

@@ -20,6 +20,9 @@ public struct LinuxKernel: Sendable {
     public let initrdAddressMax: UInt32
     let pieces: [(address: UInt64, bytes: ArraySlice<UInt8>, memorySize: UInt64)]
     public let entry: UInt64
+    /// Where a bzImage's compressed kernel lies in the file (protocol 2.08+), for
+    /// decompressing it on the host instead of in the guest.
+    public let payload: Range<Int>?
 
     public static let bzImageLoadAddress: UInt64 = 0x10_0000
     public static let zeroPage: UInt64 = 0x7000
@@ -49,6 +52,7 @@ public struct LinuxKernel: Sendable {
             pieces = elf.segments.map { (address: $0.physicalAddress, bytes: bytes[$0.fileOffset..<($0.fileOffset + $0.fileSize)], memorySize: $0.memorySize) }
             let text = elf.segments.first { elf.entry >= $0.virtualAddress && elf.entry < $0.virtualAddress + $0.memorySize }
             entry = text.map { elf.entry - $0.virtualAddress + $0.physicalAddress } ?? elf.entry
+            payload = nil
             guard pieces.contains(where: { entry >= $0.address && entry < $0.address + $0.memorySize }) else {
                 throw .malformed("the kernel's entry point 0x\(String(elf.entry, radix: 16)) is outside its segments")
             }
@@ -86,6 +90,15 @@ public struct LinuxKernel: Sendable {
         let image = bytes[kernelStart...]
         pieces = [(LinuxKernel.bzImageLoadAddress, image, max(UInt64(image.count), initSize))]
         entry = LinuxKernel.bzImageLoadAddress + 0x200
+        if version >= 0x0208 {
+            let offset = kernelStart + Int(r.u32(0x248)), length = Int(r.u32(0x24C))
+            guard length > 0, offset <= bytes.count, length <= bytes.count - offset else {
+                throw .malformed("the compressed kernel (payload_offset/payload_length) lies outside the file: truncated")
+            }
+            payload = offset..<(offset + length)
+        } else {
+            payload = nil
+        }
     }
 
     /// Loads the kernel, its command line, initrd and zero page; returns the boot state.

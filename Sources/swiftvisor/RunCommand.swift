@@ -2,6 +2,7 @@ import ArgumentParser
 import Boot
 import Control
 import Glibc
+import KernelImage
 import VMM
 
 /// `swiftvisor run`: boots a guest and stays attached to its serial console.
@@ -132,7 +133,7 @@ struct RunCommand: ParsableCommand {
         if let timeout, !(timeout > 0) || !timeout.isFinite { throw ValidationError("--timeout must be a positive number of seconds") }
         var options = base
         if let kernel {
-            options.config.boot = .kernel(path: kernel, commandLine: cmdline ?? "", initrd: initrd)
+            options.config.boot = .kernel(path: try RunCommand.bootable(kernel), commandLine: cmdline ?? "", initrd: initrd)
         } else if let image {
             options.config.boot = .flat(path: image, mode: mode ?? .long, loadAddress: loadAddress, entry: entry)
         }
@@ -149,6 +150,19 @@ struct RunCommand: ParsableCommand {
         return options
     }
 
+    /// The file to hand the VMM for `kernel`: a bzImage's kernel decompressed on the host
+    /// (cached), anything else as it is.
+    static func bootable(_ kernel: String) throws -> String {
+        do {
+            switch try KernelCache.standard().prepare(kernel) {
+            case .unchanged: return kernel
+            case let .extracted(path, _, _): return path
+            }
+        } catch {
+            throw ValidationError(error.description)
+        }
+    }
+
     /// `vm-` and six hex digits: short enough to type, unlikely to clash.
     static func generatedName() -> String {
         "vm-" + String(UInt32.random(in: 0x10_0000...0xFF_FFFF), radix: 16)
@@ -160,7 +174,8 @@ struct RunCommand: ParsableCommand {
         guard arguments.first == "run" else { return nil }
         let rest = Array(arguments.dropFirst())
         // Named and detached VMs need the state directory set up here first.
-        let cliOnly: Set<String> = ["-h", "--help", "help", "--demo", "--name", "--state-dir", "--detached", "--detach", "--config"]
+        // Kernels may need host-side decompression first.
+        let cliOnly: Set<String> = ["-h", "--help", "help", "--demo", "--name", "--state-dir", "--detached", "--detach", "--config", "--kernel"]
         guard !rest.contains(where: { cliOnly.contains($0) }),
               let options = try? RunOptions(arguments: rest),
               (try? options.config.validate()) != nil else { return nil }

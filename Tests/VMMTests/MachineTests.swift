@@ -205,7 +205,7 @@ final class MultibootMachineTests: XCTestCase {
         try KVMTestHost.skipUnlessUsable()
         let file = TemporaryFile(bytes: [UInt8](repeating: 0x90, count: 4096))
         XCTAssertThrowsError(try Machine.build(MachineConfig(boot: .kernel(path: file.path, commandLine: "", initrd: nil)), console: CapturedConsole())) { e in
-            XCTAssertTrue("\(e)".contains("is not a Multiboot kernel"), "\(e)")
+            XCTAssertTrue("\(e)".contains("is neither a Multiboot kernel nor a Linux kernel"), "\(e)")
             XCTAssertEqual((e as? MachineError).map(ProcessExitCode.forError), ProcessExitCode.badImage)
         }
     }

@@ -1,0 +1,148 @@
+import CLZ4
+import CLzma
+import CZlib
+import CZstd
+
+/// Decompresses a kernel payload with Debian's libraries (liblzma, zlib, libzstd,
+/// liblz4). The output is capped, so a hostile file cannot make the host allocate
+/// without bound; a corrupt stream is an error that names the format.
+public enum Decompressor {
+    public static let maximumOutput = 1 << 30
+
+    public struct Failure: Error, CustomStringConvertible, Sendable {
+        public let description: String
+    }
+
+    public static func decompress(_ input: ArraySlice<UInt8>, format: CompressionFormat,
+                                  limit: Int = maximumOutput) throws(Failure) -> [UInt8] {
+        let data = Array(input)
+        switch format {
+        case .xz, .lzma: return try lzma(data, alone: format == .lzma, limit: limit)
+        case .gzip: return try gzip(data, limit: limit)
+        case .zstd: return try zstd(data, limit: limit)
+        case .lz4: return try lz4(data, limit: limit)
+        case .bzip2, .lzo:
+            throw Failure(description: "the kernel is compressed with \(format.rawValue), which Swiftvisor cannot decompress on the host; use an xz, gzip, zstd or lz4 kernel, or an uncompressed vmlinux")
+        }
+    }
+
+    static func lzma(_ data: [UInt8], alone: Bool, limit: Int) throws(Failure) -> [UInt8] {
+        var stream = lzma_stream()
+        let r = alone ? lzma_alone_decoder(&stream, UInt64.max) : lzma_stream_decoder(&stream, UInt64.max, 0)
+        guard r == LZMA_OK else { throw Failure(description: "liblzma could not start (code \(r.rawValue))") }
+        defer { lzma_end(&stream) }
+        var out: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 1 << 20)
+        var status = LZMA_OK
+        data.withUnsafeBufferPointer { input in
+            stream.next_in = input.baseAddress
+            stream.avail_in = input.count
+            while status == LZMA_OK && out.count <= limit {
+                chunk.withUnsafeMutableBufferPointer { buffer in
+                    stream.next_out = buffer.baseAddress
+                    stream.avail_out = buffer.count
+                    status = lzma_code(&stream, stream.avail_in == 0 ? LZMA_FINISH : LZMA_RUN)
+                    out += buffer.prefix(buffer.count - stream.avail_out)
+                }
+            }
+        }
+        guard out.count <= limit else { throw Failure(description: "the decompressed kernel is larger than \(limit >> 20) MiB") }
+        // The kernel's xz payload is followed by its 4-byte size: data after the stream is fine.
+        guard status == LZMA_STREAM_END || (status == LZMA_DATA_ERROR && !out.isEmpty && stream.avail_in <= 8) else {
+            throw Failure(description: "the \(alone ? "lzma" : "xz") kernel payload is corrupt (liblzma code \(status.rawValue))")
+        }
+        return out
+    }
+
+    static func gzip(_ data: [UInt8], limit: Int) throws(Failure) -> [UInt8] {
+        var stream = z_stream()
+        guard inflateInit2_(&stream, 15 + 32, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
+            throw Failure(description: "zlib could not start")
+        }
+        defer { inflateEnd(&stream) }
+        var out: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 1 << 20)
+        var status = Z_OK
+        var input = data
+        input.withUnsafeMutableBufferPointer { buffer in
+            stream.next_in = buffer.baseAddress
+            stream.avail_in = UInt32(buffer.count)
+            while status == Z_OK && out.count <= limit {
+                chunk.withUnsafeMutableBufferPointer { o in
+                    stream.next_out = o.baseAddress
+                    stream.avail_out = UInt32(o.count)
+                    status = inflate(&stream, Z_NO_FLUSH)
+                    out += o.prefix(o.count - Int(stream.avail_out))
+                }
+            }
+        }
+        guard out.count <= limit else { throw Failure(description: "the decompressed kernel is larger than \(limit >> 20) MiB") }
+        guard status == Z_STREAM_END else { throw Failure(description: "the gzip kernel payload is corrupt (zlib code \(status))") }
+        return out
+    }
+
+    static func zstd(_ data: [UInt8], limit: Int) throws(Failure) -> [UInt8] {
+        guard let stream = ZSTD_createDStream() else { throw Failure(description: "libzstd could not start") }
+        defer { ZSTD_freeDStream(stream) }
+        ZSTD_initDStream(stream)
+        var out: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 1 << 20)
+        var failure: String? = nil
+        var finished = false
+        data.withUnsafeBytes { raw in
+            var input = ZSTD_inBuffer(src: raw.baseAddress, size: raw.count, pos: 0)
+            while input.pos < input.size && out.count <= limit && failure == nil {
+                chunk.withUnsafeMutableBytes { o in
+                    var output = ZSTD_outBuffer(dst: o.baseAddress, size: o.count, pos: 0)
+                    let r = ZSTD_decompressStream(stream, &output, &input)
+                    if ZSTD_isError(r) != 0 {
+                        // Trailing bytes after a complete frame (the kernel's size field) are not an error.
+                        if finished && input.size - input.pos <= 8 { input.pos = input.size } else { failure = String(cString: ZSTD_getErrorName(r)) }
+                    }
+                    finished = r == 0
+                    out += o.prefix(output.pos)
+                }
+            }
+        }
+        if let failure { throw Failure(description: "the zstd kernel payload is corrupt (\(failure))") }
+        guard out.count <= limit else { throw Failure(description: "the decompressed kernel is larger than \(limit >> 20) MiB") }
+        guard finished else { throw Failure(description: "the zstd kernel payload is truncated") }
+        return out
+    }
+
+    /// The kernel uses lz4's legacy format: a magic, then blocks of (32-bit compressed
+    /// size, data), each decompressing to at most 8 MiB.
+    static func lz4(_ data: [UInt8], limit: Int) throws(Failure) -> [UInt8] {
+        let magic: [UInt8] = [0x02, 0x21, 0x4C, 0x18]
+        var i = 0
+        var out: [UInt8] = []
+        var block = [UInt8](repeating: 0, count: 8 << 20)
+        while i + 4 <= data.count {
+            if Array(data[i..<(i + 4)]) == magic { i += 4; continue }
+            let size = Int(UInt32(data[i]) | UInt32(data[i + 1]) << 8 | UInt32(data[i + 2]) << 16 | UInt32(data[i + 3]) << 24)
+            i += 4
+            if size == 0 { break }
+            guard size <= data.count - i else {
+                if out.isEmpty { throw Failure(description: "the lz4 kernel payload is truncated") }
+                break // the trailing size field
+            }
+            let n = data.withUnsafeBytes { src in
+                block.withUnsafeMutableBytes { dst in
+                    LZ4_decompress_safe(src.baseAddress!.advanced(by: i).assumingMemoryBound(to: CChar.self),
+                                        dst.baseAddress!.assumingMemoryBound(to: CChar.self), Int32(size), Int32(dst.count))
+                }
+            }
+            guard n >= 0 else { throw Failure(description: "the lz4 kernel payload is corrupt (block at byte \(i))") }
+            out += block.prefix(Int(n))
+            guard out.count <= limit else { throw Failure(description: "the decompressed kernel is larger than \(limit >> 20) MiB") }
+            i += size
+        }
+        guard !out.isEmpty else { throw Failure(description: "the lz4 kernel payload is empty") }
+        return out
+    }
+
+    /// CRC-64 (ECMA-182, as xz uses) of `data`, for cache keys.
+    public static func crc64(_ data: [UInt8]) -> UInt64 {
+        data.withUnsafeBufferPointer { lzma_crc64($0.baseAddress, $0.count, 0) }
+    }
+}

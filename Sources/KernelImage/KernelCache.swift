@@ -1,0 +1,73 @@
+import Boot
+import Glibc
+import VMM
+
+/// Turns a bzImage into the uncompressed vmlinux inside it, on the host, once: the
+/// result is kept in a cache keyed by the bzImage's CRC-64 and size, so later boots of
+/// the same file skip the work. On hosts whose KVM emulates guest kernel mode, a guest
+/// decompressing its own kernel takes minutes; the host does it in a second.
+public struct KernelCache: Sendable {
+    public let directory: String
+
+    public init(directory: String) { self.directory = directory }
+
+    /// `$XDG_CACHE_HOME/swiftvisor/kernels`, else `~/.cache/swiftvisor/kernels`.
+    public static func standard() -> KernelCache {
+        if let x = getenv("XDG_CACHE_HOME"), x.pointee != 0 { return KernelCache(directory: String(cString: x) + "/swiftvisor/kernels") }
+        let home = getenv("HOME").map { String(cString: $0) } ?? "/tmp"
+        return KernelCache(directory: home + "/.cache/swiftvisor/kernels")
+    }
+
+    public struct Failure: Error, CustomStringConvertible, Sendable {
+        public let description: String
+    }
+
+    public enum Outcome: Sendable, Equatable {
+        /// Not a compressed bzImage: boot the file as it is.
+        case unchanged
+        /// The vmlinux in the cache, and whether it was already there.
+        case extracted(path: String, cached: Bool, format: CompressionFormat)
+    }
+
+    /// The file to boot for the kernel at `path`.
+    public func prepare(_ path: String) throws(Failure) -> Outcome {
+        let bytes: [UInt8]
+        do { bytes = try ImageFile.read(path) } catch { throw Failure(description: error.description) }
+        let kernel: LinuxKernel
+        do { kernel = try LinuxKernel(bytes) } catch { return .unchanged } // not Linux: the VMM will say what it is
+        guard kernel.format == .bzImage, let payload = kernel.payload,
+              let format = CompressionFormat.detect(bytes[payload]) else { return .unchanged }
+        let key = String(Decompressor.crc64(bytes), radix: 16) + "-" + String(bytes.count)
+        let target = directory + "/" + key + ".vmlinux"
+        if access(target, R_OK) == 0 { return .extracted(path: target, cached: true, format: format) }
+        let vmlinux: [UInt8]
+        do { vmlinux = try Decompressor.decompress(bytes[payload], format: format) }
+        catch { throw Failure(description: "\(path): \(error.description)") }
+        do { _ = try ELFImage(vmlinux) } catch {
+            throw Failure(description: "\(path): its \(format.rawValue) payload does not hold a vmlinux ELF (\(error.description))")
+        }
+        try store(vmlinux, at: target)
+        return .extracted(path: target, cached: false, format: format)
+    }
+
+    func store(_ bytes: [UInt8], at target: String) throws(Failure) {
+        var path = ""
+        for part in directory.split(separator: "/") {
+            path += "/" + part
+            if mkdir(path, 0o755) != 0 && errno != EEXIST {
+                throw Failure(description: "cannot create the kernel cache \(directory): \(String(cString: strerror(errno)))")
+            }
+        }
+        let tmp = target + ".\(getpid()).tmp"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw Failure(description: "cannot write \(tmp): \(String(cString: strerror(errno)))") }
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, $0.count - done) }
+            if n <= 0 { close(fd); unlink(tmp); throw Failure(description: "cannot write \(tmp)") }
+            done += n
+        }
+        close(fd)
+        guard rename(tmp, target) == 0 else { unlink(tmp); throw Failure(description: "cannot store \(target)") }
+    }
+}
