@@ -76,8 +76,9 @@ public struct LinuxKernel: Sendable {
         if setupSectors == 0 { setupSectors = 4 }
         let kernelStart = (setupSectors + 1) * 512
         guard kernelStart < bytes.count else { throw .malformed("the file ends inside the setup code (\(setupSectors) sectors): truncated") }
+        // syssize counts 16-byte paragraphs, so it may round up past the last byte.
         let syssize = UInt64(r.u32(0x1F4)) * 16
-        guard UInt64(bytes.count - kernelStart) >= syssize else {
+        guard UInt64(bytes.count - kernelStart) + 15 >= syssize else {
             throw .malformed("the protected-mode kernel is \(syssize) bytes but the file holds only \(bytes.count - kernelStart): truncated")
         }
         format = .bzImage
@@ -90,9 +91,9 @@ public struct LinuxKernel: Sendable {
         let image = bytes[kernelStart...]
         pieces = [(LinuxKernel.bzImageLoadAddress, image, max(UInt64(image.count), initSize))]
         entry = LinuxKernel.bzImageLoadAddress + 0x200
-        if version >= 0x0208 {
+        if version >= 0x0208, r.u32(0x24C) > 0 {
             let offset = kernelStart + Int(r.u32(0x248)), length = Int(r.u32(0x24C))
-            guard length > 0, offset <= bytes.count, length <= bytes.count - offset else {
+            guard offset <= bytes.count, length <= bytes.count - offset else {
                 throw .malformed("the compressed kernel (payload_offset/payload_length) lies outside the file: truncated")
             }
             payload = offset..<(offset + length)

@@ -91,7 +91,8 @@ public enum Decompressor {
         var finished = false
         data.withUnsafeBytes { raw in
             var input = ZSTD_inBuffer(src: raw.baseAddress, size: raw.count, pos: 0)
-            while input.pos < input.size && out.count <= limit && failure == nil {
+            // Stop after a complete frame when only the kernel's 4-byte size field is left.
+            while input.pos < input.size && out.count <= limit && failure == nil && !(finished && input.size - input.pos <= 8) {
                 chunk.withUnsafeMutableBytes { o in
                     var output = ZSTD_outBuffer(dst: o.baseAddress, size: o.count, pos: 0)
                     let r = ZSTD_decompressStream(stream, &output, &input)
