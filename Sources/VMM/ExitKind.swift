@@ -1,6 +1,6 @@
 /// The kinds of VM exit the statistics count, in report order.
 public enum ExitKind: Int, CaseIterable, Sendable {
-    case ioIn, ioOut, mmioRead, mmioWrite, hlt, shutdown, systemEvent, interrupted, internalError, failEntry, other
+    case ioIn, ioOut, mmioRead, mmioWrite, hlt, shutdown, systemEvent, interrupted, internalError, emulated, failEntry, other
 
     public var name: String {
         switch self {
@@ -13,6 +13,7 @@ public enum ExitKind: Int, CaseIterable, Sendable {
         case .systemEvent: "system-event"
         case .interrupted: "interrupted"
         case .internalError: "internal-error"
+        case .emulated: "emulated"
         case .failEntry: "fail-entry"
         case .other: "other"
         }
@@ -28,6 +29,7 @@ public enum ExitKind: Int, CaseIterable, Sendable {
         case .systemEvent: "the guest asked for a power-off or reset"
         case .interrupted: "the VMM kicked the vCPU out of the guest (stop, pause, signal)"
         case .internalError: "KVM could not go on (e.g. its instruction emulator failed)"
+        case .emulated: "instructions the host's emulator rejected, completed by Swiftvisor (host quirks)"
         case .failEntry: "the hardware refused to enter the guest"
         case .other: "other reasons"
         }

@@ -11,6 +11,8 @@ struct ExitLoop: Sendable {
     let memory: GuestMemory
     let control: MachineControl
     let statistics: VCPUStatistics
+    /// Complete instructions the host's emulator rejects (`HostQuirks`).
+    let quirks: Bool
 
     enum Outcome { case stopped, haltedForGood }
 
@@ -75,6 +77,16 @@ struct ExitLoop: Sendable {
                 kind = .interrupted
             case let .internalError(e):
                 kind = .internalError
+                if quirks, e.suberror == 1, let action = QuirkEmulator.action(for: e.instructionBytes ?? FailureReport.bytesAtRIP(vcpu, memory)) {
+                    do {
+                        try QuirkEmulator.perform(action, on: vcpu)
+                        kind = .emulated
+                        break
+                    } catch {
+                        control.stop(.vmmFailure("vCPU \(index): \(error.description)"))
+                        break
+                    }
+                }
                 control.stop(.guestFailure(FailureReport.describe(vcpu: vcpu, index: index, memory: memory,
                                                                  exit: e.description, instructionBytes: e.instructionBytes)))
             case let .failEntry(reason, cpu):

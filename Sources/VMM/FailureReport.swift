@@ -28,6 +28,18 @@ enum FailureReport {
         return text
     }
 
+    /// Up to 15 bytes at the vCPU's RIP, through its paging; empty if unreadable.
+    static func bytesAtRIP(_ vcpu: VCPU, _ memory: GuestMemory) -> [UInt8] {
+        guard let regs = try? vcpu.registers(), let sregs = try? vcpu.specialRegisters() else { return [] }
+        let linear = sregs.cs.base &+ regs.rip
+        let physical: UInt64? = sregs.cr0 & (1 << 31) != 0 ? ((try? vcpu.translate(linear)) ?? nil) : linear
+        guard let physical else { return [] }
+        for n in stride(from: 15, through: 1, by: -1) {
+            if let b = try? memory.read(bytes: n, at: GuestAddress(physical)) { return b }
+        }
+        return []
+    }
+
     static func hex(_ v: UInt64, width: Int = 1) -> String {
         let s = String(v, radix: 16)
         return s.count >= width ? s : String(repeating: "0", count: width - s.count) + s

@@ -61,7 +61,8 @@ public final class Machine: Sendable {
         self.started.store(true, ordering: .releasing)
         for (index, vcpu) in vcpus.enumerated() {
             let stats = statistics[index]
-            let loop = ExitLoop(vcpu: vcpu, index: index, bus: bus, memory: memory, control: control, statistics: stats)
+            let loop = ExitLoop(vcpu: vcpu, index: index, bus: bus, memory: memory, control: control, statistics: stats,
+                                quirks: config.hostQuirks)
             guard let t = HostThread.spawn({
                 if loop.run() == .haltedForGood {
                     if self.haltedForGood.add(1, ordering: .acquiringAndReleasing).newValue == self.vcpus.count {

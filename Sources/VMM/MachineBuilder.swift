@@ -165,6 +165,11 @@ enum GuestImage {
                 let entry = try kernel.load(into: memory, commandLine: commandLine, modules: module.map { [$0] } ?? [], memoryMap: map)
                 return try LegacyFirmware.wrap(entry, memory: memory)
             case let .linux(kernel, commandLine, initrd):
+                var commandLine = commandLine
+                if config.hostQuirks {
+                    // Appended, so that they win over anything the user wrote.
+                    commandLine += (commandLine.isEmpty ? "" : " ") + HostQuirks.emulatedKernelMode.kernelCommandLine.joined(separator: " ")
+                }
                 let rsdp = try ACPITables.write(into: memory, cpus: config.vcpuCount)
                 let map = PlatformMemoryMap.entries(ramRanges: RAMLayout.ranges(memorySize: config.memorySize))
                 return try kernel.load(into: memory, commandLine: commandLine, initrd: initrd, memoryMap: map, rsdp: rsdp)

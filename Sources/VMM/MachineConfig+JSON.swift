@@ -46,13 +46,16 @@ public struct VMDescription: Equatable, Sendable {
             case "pit":
                 guard let b = value.bool else { throw Invalid(description: "\"pit\" must be true or false") }
                 options.config.pit = b
+            case "hostQuirks":
+                guard let b = value.bool else { throw Invalid(description: "\"hostQuirks\" must be true or false") }
+                options.config.hostQuirks = b
             case "timeout":
                 guard let t = value.number, t > 0 else { throw Invalid(description: "\"timeout\" must be a positive number of seconds") }
                 options.timeoutSeconds = t
             case "boot":
                 options.config.boot = try boot(value)
             default:
-                throw Invalid(description: "unknown field \"\(key)\" (known: name, memory, cpus, boot, testDevices, pit, timeout)")
+                throw Invalid(description: "unknown field \"\(key)\" (known: name, memory, cpus, boot, testDevices, pit, hostQuirks, timeout)")
             }
         }
         return VMDescription(name: name, options: options)
@@ -124,6 +127,7 @@ public struct VMDescription: Equatable, Sendable {
         o.append(("boot", boot))
         o.append(("testDevices", .bool(c.testDevices)))
         o.append(("pit", .bool(c.pit)))
+        o.append(("hostQuirks", .bool(c.hostQuirks)))
         if let t = options.timeoutSeconds { o.append(("timeout", .double(t))) }
         return .object(o)
     }

@@ -13,6 +13,10 @@ public struct MachineConfig: Equatable, Sendable {
     /// Whether kernels get the i8254 PIT (QEMU's `-machine pit=off` leaves it out, for
     /// guests that must not see its interrupts).
     public var pit: Bool
+    /// Apply the work-arounds for hosts whose KVM emulates guest kernel mode
+    /// (`HostQuirks`): the caller decides, normally from `HostProbe` (the command line
+    /// does, with `--quirks auto`).
+    public var hostQuirks: Bool = false
 
     public static let defaultMemorySize: UInt64 = 64 << 20
     /// Guest RAM Swiftvisor will map; beyond this a typo ("64G" for "64M") is likelier

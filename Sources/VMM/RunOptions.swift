@@ -47,6 +47,7 @@ public struct RunOptions: Equatable, Sendable {
         }
         if config.testDevices { a.append("--test-devices") }
         if !config.pit { a.append("--no-pit") }
+        if config.hostQuirks { a.append("--host-quirks") }
         if let timeoutSeconds { a += ["--timeout", String(timeoutSeconds)] }
         if let name { a += ["--name", name] }
         if let stateDirectory { a += ["--state-dir", stateDirectory] }
@@ -107,6 +108,7 @@ public struct RunOptions: Equatable, Sendable {
             case "--initrd": initrd = try value(flag)
             case "--test-devices": config.testDevices = true
             case "--no-pit": config.pit = false
+            case "--host-quirks": config.hostQuirks = true
             case "--timeout":
                 let v = try value(flag)
                 guard let t = Double(v), t > 0, t.isFinite else { throw ParseError(description: "--timeout: '\(v)' is not a positive number of seconds") }

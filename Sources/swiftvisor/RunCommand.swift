@@ -72,6 +72,14 @@ struct RunCommand: ParsableCommand {
     @Flag(name: .long, help: "Add the devices QEMU offers test suites: isa-debug-exit (0xf4), pc-testdev, fw_cfg.")
     var testDevices = false
 
+    enum Quirks: String, ExpressibleByArgument, CaseIterable { case auto, on, off }
+
+    @Option(name: .long, help: ArgumentHelp("Work-arounds for hosts whose KVM emulates guest kernel mode (see `swiftvisor doctor`): auto turns them on for Linux kernels where the probe finds such a host.", valueName: "auto|on|off"))
+    var quirks: Quirks = .auto
+
+    @Flag(name: .long, help: "List the host quirks in use before the VM starts.")
+    var verbose = false
+
     @Flag(name: .long, help: "Leave out the i8254 timer (PIT) that kernels otherwise get.")
     var noPit = false
 
@@ -133,7 +141,16 @@ struct RunCommand: ParsableCommand {
         if let timeout, !(timeout > 0) || !timeout.isFinite { throw ValidationError("--timeout must be a positive number of seconds") }
         var options = base
         if let kernel {
-            options.config.boot = .kernel(path: try RunCommand.bootable(kernel), commandLine: cmdline ?? "", initrd: initrd)
+            let path = try RunCommand.bootable(kernel)
+            options.config.boot = .kernel(path: path, commandLine: cmdline ?? "", initrd: initrd)
+            options.config.hostQuirks = quirks == .on || (quirks == .auto && RunCommand.isLinux(path) &&
+                HostProbe.cachedClass(devicePath: kvmDevice, cacheDirectory: KernelCache.standard().directory + "/..") == .emulatedKernelMode)
+            if verbose {
+                let q = HostQuirks.emulatedKernelMode
+                StandardStream.error(options.config.hostQuirks
+                    ? "swiftvisor: host quirks on: kernel command line += \(q.kernelCommandLine.joined(separator: " ")); completed by the VMM: \(q.emulatedInstructions.joined(separator: ", "))\n"
+                    : "swiftvisor: host quirks off\n")
+            }
         } else if let image {
             options.config.boot = .flat(path: image, mode: mode ?? .long, loadAddress: loadAddress, entry: entry)
         }
@@ -161,6 +178,11 @@ struct RunCommand: ParsableCommand {
         } catch {
             throw ValidationError(error.description)
         }
+    }
+
+    static func isLinux(_ path: String) -> Bool {
+        guard let bytes = try? ImageFile.read(path) else { return false }
+        return (try? Multiboot.findHeader(bytes)) == nil && LinuxKernel.recognises(bytes)
     }
 
     /// `vm-` and six hex digits: short enough to type, unlikely to clash.

@@ -1,5 +1,6 @@
 import Boot
 import Devices
+import Glibc
 
 /// What the live probe measured: tiny guests (Guests/probe.s) run on this host's KVM.
 public struct ProbeResult: Sendable, Equatable {
@@ -84,5 +85,27 @@ public enum HostProbe {
         }
         result.errors = errors
         return result
+    }
+}
+
+extension HostProbe {
+    /// This host's class, probed once per host boot and remembered in `cacheDirectory`
+    /// (keyed by the kernel's boot_id), so that starting a VM costs the probe only once.
+    public static func cachedClass(devicePath: String = "/dev/kvm", cacheDirectory: String) -> HostClass {
+        let bootID = (HostFacts.readText("/proc/sys/kernel/random/boot_id") ?? "unknown").filter { $0.isHexDigit }
+        let file = cacheDirectory + "/host-class-" + bootID
+        if let text = HostFacts.readText(file), let c = HostClass(rawValue: text.trimmingWhitespace), c != .unknown { return c }
+        let c = HostClass.classify(run(devicePath: devicePath))
+        if c != .unknown {
+            var path = ""
+            for part in cacheDirectory.split(separator: "/") { path += "/" + part; mkdir(path, 0o755) }
+            let fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            if fd >= 0 {
+                let bytes = Array(c.rawValue.utf8)
+                _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress!, $0.count) }
+                close(fd)
+            }
+        }
+        return c
     }
 }

@@ -33,12 +33,15 @@ public struct HostQuirks: Sendable, Equatable {
 
     public var isEmpty: Bool { kernelCommandLine.isEmpty && emulatedInstructions.isEmpty }
 
+    /// What Swiftvisor does on a host whose KVM emulates guest kernel mode.
+    public static let emulatedKernelMode = HostQuirks(
+        kernelCommandLine: ["noxsave", "clearcpuid=popcnt,cx16,smap,smep,umip"],
+        emulatedInstructions: ["int3 (inject #BP)", "fwait"],
+        reasons: ["guest kernel mode is emulated: its emulator cannot execute XSAVE, POPCNT, CMPXCHG16B, CLAC/STAC and others at CPL 0, nor deliver INT3"])
+
     public static func forHost(_ hostClass: HostClass, syscall: SyscallOutcome) -> HostQuirks {
         guard hostClass == .emulatedKernelMode else { return .none }
-        var q = HostQuirks(
-            kernelCommandLine: ["noxsave", "clearcpuid=popcnt,cx16,smap,smep,umip"],
-            emulatedInstructions: ["int3 (inject #BP)", "fwait", "ldmxcsr/stmxcsr"],
-            reasons: ["guest kernel mode is emulated: its emulator cannot execute XSAVE, POPCNT, CMPXCHG16B, CLAC/STAC and others at CPL 0, nor deliver INT3"])
+        var q = emulatedKernelMode
         if syscall == .staysInUserMode {
             q.reasons.append("SYSCALL from guest ring 3 arrives in ring 3: guest user space needs a kernel that completes such system calls itself")
         }
