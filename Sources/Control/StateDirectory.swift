@@ -112,19 +112,7 @@ public struct StateDirectory: Sendable {
         guard ok, rename(tmp, path(name, file)) == 0 else { throw Failure(kind: .io, description: "cannot write \(path(name, file))") }
     }
 
-    public func read(_ name: String, _ file: String) -> String? {
-        let fd = open(path(name, file), O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var out: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress!, $0.count) }
-            if n <= 0 { break }
-            out += buffer.prefix(n)
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
+    public func read(_ name: String, _ file: String) -> String? { TextFile.read(path(name, file)) }
 
     public func pid(_ name: String) -> pid_t? { read(name, "pid").flatMap { pid_t($0.trimmingSpaces.filter { $0 != "\n" }) } }
 

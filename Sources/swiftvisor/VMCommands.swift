@@ -121,12 +121,15 @@ struct PauseCommand: ParsableCommand {
     @OptionGroup var state: StateOptions
     @Argument(help: "The VM's name.") var name: String
 
-    func run() throws {
-        try verb(state.json) {
-            try requireAlive(try status(name, state))
-            try call(name, state, "PUT", "/vm/state", .object([("state", .string("paused"))]))
-            StandardStream.output(name + "\n")
-        }
+    func run() throws { try setState(name, state, to: "paused") }
+}
+
+/// `PUT /vm/state` on a live VM, printing its name as the other verbs do.
+func setState(_ name: String, _ state: StateOptions, to target: String) throws {
+    try verb(state.json) {
+        try requireAlive(try status(name, state))
+        try call(name, state, "PUT", "/vm/state", .object([("state", .string(target))]))
+        StandardStream.output(name + "\n")
     }
 }
 
@@ -135,13 +138,7 @@ struct ResumeCommand: ParsableCommand {
     @OptionGroup var state: StateOptions
     @Argument(help: "The VM's name.") var name: String
 
-    func run() throws {
-        try verb(state.json) {
-            try requireAlive(try status(name, state))
-            try call(name, state, "PUT", "/vm/state", .object([("state", .string("running"))]))
-            StandardStream.output(name + "\n")
-        }
-    }
+    func run() throws { try setState(name, state, to: "running") }
 }
 
 struct StopCommand: ParsableCommand {

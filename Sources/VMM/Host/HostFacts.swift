@@ -152,19 +152,7 @@ public struct HostFacts: Sendable, Equatable {
 
     static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
 
-    static func readText(_ path: String) -> String? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var out: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 16384)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
-            if n <= 0 { break }
-            out += buffer.prefix(n)
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
+    static func readText(_ path: String) -> String? { TextFile.read(path) }
 }
 
 extension StringProtocol {
