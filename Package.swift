@@ -26,6 +26,9 @@ let package = Package(
         .target(name: "Boot", dependencies: ["GuestMemory"], exclude: ["Guests"]),
         .target(name: "VMM", dependencies: ["KVM", "GuestMemory", "Devices", "Boot", "CLinux",
                                             .product(name: "SystemPackage", package: "swift-system")]),
+        // `swiftvisor doctor`'s logic: host facts, the live probe, the diagnosis. Used by the
+        // command, kept out of the long-running VMM process.
+        .target(name: "HostCheck", dependencies: ["VMM", "KVM", "Boot", "Devices", "CLinux"]),
         // Host-side kernel decompression and its cache. Kept out of Boot so that the
         // long-running VMM process does not load four compression libraries.
         .target(name: "KernelImage", dependencies: ["Boot", "VMM", "CLzma", "CZlib", "CZstd", "CLZ4"]),
@@ -36,7 +39,7 @@ let package = Package(
         .executableTarget(name: "swiftvisor-vmm", dependencies: ["VMM", "Control", "Devices"]),
         // The user-facing command; it validates, then execs swiftvisor-vmm to run a VM.
         .executableTarget(name: "swiftvisor", dependencies: [
-            "VMM", "KVM", "Control", "KernelImage",
+            "VMM", "KVM", "Control", "KernelImage", "HostCheck",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Helpers shared by the test targets (KVM availability, temporary files).
@@ -45,7 +48,7 @@ let package = Package(
         .testTarget(name: "KVMTests", dependencies: ["KVM", "GuestMemory", "Boot", "VMM", "TestSupport"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory", "TestSupport", "KernelImage", "CLzma", "CZlib", "CZstd", "CLZ4"]),
-        .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "Boot", "Devices", "GuestMemory", "TestSupport"]),
+        .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "Boot", "Devices", "GuestMemory", "TestSupport", "HostCheck"]),
         // Drives the built executables as a user would; depends on them so they are built.
         .testTarget(name: "CLITests", dependencies: ["swiftvisor", "swiftvisor-vmm", "VMM", "Boot", "TestSupport"]),
     ],

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Glibc
+import HostCheck
 import VMM
 
 /// `swiftvisor doctor`: can this host run VMs, how well, and what to do if not.

@@ -3,6 +3,7 @@ import Boot
 import Control
 import Glibc
 import KernelImage
+import HostCheck
 import VMM
 
 /// `swiftvisor run`: boots a guest and stays attached to its serial console.

@@ -1,6 +1,7 @@
 import Foundation
 import KVM
 import TestSupport
+import HostCheck
 import VMM
 import XCTest
 

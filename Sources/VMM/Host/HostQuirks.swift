@@ -11,10 +11,6 @@ public enum HostClass: String, Sendable, Equatable {
     /// hardware (on VT-x/AMD-V the two loops run at the same speed).
     public static let emulationRatio = 10.0
 
-    public static func classify(_ probe: ProbeResult?) -> HostClass {
-        guard let k = probe?.kernelLoopNanoseconds, let u = probe?.userLoopNanoseconds, u > 0 else { return .unknown }
-        return k / u > emulationRatio ? .emulatedKernelMode : .hardwareAssisted
-    }
 }
 
 /// Work-arounds Swiftvisor applies on hosts that need them, and only there: chosen
@@ -39,12 +35,4 @@ public struct HostQuirks: Sendable, Equatable {
         emulatedInstructions: ["int3 (inject #BP)", "fwait"],
         reasons: ["guest kernel mode is emulated: its emulator cannot execute XSAVE, POPCNT, CMPXCHG16B, CLAC/STAC and others at CPL 0, nor deliver INT3"])
 
-    public static func forHost(_ hostClass: HostClass, syscall: SyscallOutcome) -> HostQuirks {
-        guard hostClass == .emulatedKernelMode else { return .none }
-        var q = emulatedKernelMode
-        if syscall == .staysInUserMode {
-            q.reasons.append("SYSCALL from guest ring 3 arrives in ring 3: guest user space needs a kernel that completes such system calls itself")
-        }
-        return q
-    }
 }

@@ -1,4 +1,5 @@
 import KVM
+import VMM
 
 /// One line of the doctor's report.
 public struct DiagnosticCheck: Sendable, Equatable {

@@ -1,6 +1,7 @@
 import CLinux
 import Glibc
 import KVM
+import VMM
 
 /// What `swiftvisor doctor` knows about a host: plain data, gathered from the running
 /// system by `gather()` or written by hand in tests, and judged by `HostDiagnosis`.

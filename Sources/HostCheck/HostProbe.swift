@@ -1,6 +1,7 @@
 import Boot
 import Devices
 import Glibc
+import VMM
 
 /// What the live probe measured: tiny guests (Guests/probe.s) run on this host's KVM.
 public struct ProbeResult: Sendable, Equatable {
@@ -107,5 +108,23 @@ extension HostProbe {
             }
         }
         return c
+    }
+}
+
+extension HostClass {
+    public static func classify(_ probe: ProbeResult?) -> HostClass {
+        guard let k = probe?.kernelLoopNanoseconds, let u = probe?.userLoopNanoseconds, u > 0 else { return .unknown }
+        return k / u > emulationRatio ? .emulatedKernelMode : .hardwareAssisted
+    }
+}
+
+extension HostQuirks {
+    public static func forHost(_ hostClass: HostClass, syscall: SyscallOutcome) -> HostQuirks {
+        guard hostClass == .emulatedKernelMode else { return .none }
+        var q = emulatedKernelMode
+        if syscall == .staysInUserMode {
+            q.reasons.append("SYSCALL from guest ring 3 arrives in ring 3: guest user space needs a kernel that completes such system calls itself")
+        }
+        return q
     }
 }
