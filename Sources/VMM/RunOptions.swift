@@ -19,6 +19,8 @@ public struct RunOptions: Equatable, Sendable {
     public var stateDirectory: String?
     /// Detached: the console goes to the state directory (log and console socket).
     public var detached: Bool = false
+    /// A guest that resets (reboots) is started again instead of ending the VM.
+    public var restartOnReboot: Bool = false
 
     public init(config: MachineConfig, stats: Bool = false, json: Bool = false, timeoutSeconds: Double? = nil) {
         self.config = config
@@ -52,6 +54,7 @@ public struct RunOptions: Equatable, Sendable {
         if let name { a += ["--name", name] }
         if let stateDirectory { a += ["--state-dir", stateDirectory] }
         if detached { a.append("--detached") }
+        if restartOnReboot { a += ["--on-reboot", "restart"] }
         if stats { a.append("--stats") }
         if json { a.append("--json") }
         return a
@@ -69,7 +72,7 @@ public struct RunOptions: Equatable, Sendable {
         var image: String? = nil, mode: CPUMode? = nil
         var kernel: String? = nil, commandLine: String? = nil, initrd: String? = nil
         var timeout: Double? = nil
-        var name: String? = nil, stateDirectory: String? = nil, detached = false
+        var name: String? = nil, stateDirectory: String? = nil, detached = false, restart = false
         var load: UInt64? = nil, entry: UInt64? = nil
         var i = 0
         func value(_ flag: String) throws(ParseError) -> String {
@@ -116,6 +119,10 @@ public struct RunOptions: Equatable, Sendable {
             case "--name": name = try value(flag)
             case "--state-dir": stateDirectory = try value(flag)
             case "--detached": detached = true
+            case "--on-reboot":
+                let v = try value(flag)
+                guard v == "restart" || v == "exit" else { throw ParseError(description: "--on-reboot: '\(v)' is not restart or exit") }
+                restart = v == "restart"
             case "--stats": stats = true
             case "--json": json = true
             default:
@@ -148,6 +155,7 @@ public struct RunOptions: Equatable, Sendable {
         self.name = name
         self.stateDirectory = stateDirectory
         self.detached = detached
+        self.restartOnReboot = restart
     }
 
     /// `0x7c00`, `7c00h` or decimal `31744`.

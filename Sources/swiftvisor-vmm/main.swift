@@ -11,6 +11,7 @@
 import Control
 import Devices
 import Glibc
+import Synchronization
 import VMM
 
 func fail(_ message: String, code: Int32, json: Bool) -> Never {
@@ -52,7 +53,7 @@ func build(_ options: RunOptions, console: any SerialOutput, registration: Regis
     }
 }
 
-func serve(_ machine: Machine, options: RunOptions, registration: Registration, hub: ConsoleHub?) -> APIServer {
+func serve(_ machine: Machine, options: RunOptions, registration: Registration) -> APIServer {
     let api = VMAPI(name: registration.name, description: VMDescription(name: registration.name, options: options), machine: machine)
     let server: APIServer
     do {
@@ -61,11 +62,18 @@ func serve(_ machine: Machine, options: RunOptions, registration: Registration, 
         fail(error.description, code: ProcessExitCode.vmmFailure, json: options.json)
     }
     server.start()
-    hub?.start { machine.sendConsoleInput($0) }
     return server
 }
 
 func main() -> Never {
+    // SIGINT, SIGTERM and SIGHUP stop the VM cleanly (Machine.run reads them from a
+    // signalfd): hold them for the whole process, so one that arrives between two
+    // machines (a reboot) is not fatal but stops the next.
+    var stopSignals = sigset_t()
+    sigemptyset(&stopSignals)
+    for s in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&stopSignals, s) }
+    pthread_sigmask(SIG_BLOCK, &stopSignals, nil)
+
     let arguments = Array(CommandLine.arguments.dropFirst())
     let wantsJSON = arguments.contains("--json")
     let options: RunOptions
@@ -78,13 +86,32 @@ func main() -> Never {
     let registration = options.name.map { Registration(state: StateDirectory.resolve(options.stateDirectory), name: $0) }
     registration?.record("\(getpid())\n", "pid")
     let (output, hub) = console(for: options, registration: registration)
-    let machine = build(options, console: output, registration: registration)
-    let server = registration.map { serve(machine, options: options, registration: $0, hub: hub) }
+    // In the foreground, the terminal is the console's keyboard too. Input goes to
+    // whichever machine is current (a reboot with --on-reboot restart makes a new one).
+    let terminal = options.detached || options.json ? nil : TerminalConsole()
+    let current = Mutex<Machine?>(nil)
 
-    let result = machine.run(timeLimit: options.timeoutSeconds.map { UInt64($0 * 1e9) })
-    let report = RunReport(result: result, config: options.config, portName: { machine.portName($0) },
+    var machine: Machine
+    var result: MachineResult
+    var boots = 0
+    repeat {
+        if boots > 0 { StandardStream.error("\r\nswiftvisor: the guest rebooted; starting it again\r\n") }
+        boots += 1
+        machine = build(options, console: output, registration: registration)
+        current.withLock { $0 = machine }
+        if boots == 1 { // input readers start once there is a machine to read for
+            terminal?.start(deliver: { bytes in current.withLock { $0 }?.sendConsoleInput(bytes) },
+                            quit: { current.withLock { $0 }?.requestStop(.hostStop) })
+            hub?.start { bytes in current.withLock { $0 }?.sendConsoleInput(bytes) }
+        }
+        let server = registration.map { serve(machine, options: options, registration: $0) }
+        result = machine.run(timeLimit: options.timeoutSeconds.map { UInt64($0 * 1e9) })
+        server?.close()
+    } while options.restartOnReboot && result.reason == .reset
+    terminal?.restore()
+    let finalMachine = machine
+    let report = RunReport(result: result, config: options.config, portName: { finalMachine.portName($0) },
                            vmmResident: ProcessMemory.resident())
-    server?.close()
     hub?.close()
     registration?.record(report.json.rendered + "\n", "result.json")
 

@@ -19,7 +19,8 @@ struct RunCommand: ParsableCommand {
             --image FILE loads a flat binary (raw machine code, no header) at --load-address \
             and starts it at --entry in the --mode you name: Swiftvisor builds the GDT and \
             identity page tables for protected and long mode. The guest's COM1 (0x3F8) is \
-            your terminal; writing a byte to port 0x501 ends the VM with that exit code.
+            your terminal (raw mode: keys go to the guest; Ctrl-A x quits); writing a byte to \
+            port 0x501 ends the VM with that exit code.
 
             --detach starts the VM in the background as a named VM (--name, or a generated \
             one) and returns once it runs; `swiftvisor ls`, `inspect`, `pause`, `resume`, \
@@ -77,6 +78,11 @@ struct RunCommand: ParsableCommand {
 
     @Option(name: .long, help: ArgumentHelp("Work-arounds for hosts whose KVM emulates guest kernel mode (see `swiftvisor doctor`): auto turns them on for Linux kernels where the probe finds such a host.", valueName: "auto|on|off"))
     var quirks: Quirks = .auto
+
+    enum OnReboot: String, ExpressibleByArgument, CaseIterable { case exit, restart }
+
+    @Option(name: .long, help: ArgumentHelp("What a guest reboot (i8042 reset, ACPI reset) does: end the VM (exit code 0) or start the guest again.", valueName: "exit|restart"))
+    var onReboot: OnReboot = .exit
 
     @Flag(name: .long, help: "List the host quirks in use before the VM starts.")
     var verbose = false
@@ -163,6 +169,7 @@ struct RunCommand: ParsableCommand {
         if let timeout { options.timeoutSeconds = timeout }
         options.stats = stats
         options.json = json
+        options.restartOnReboot = onReboot == .restart
         options.name = name ?? fileName
         do { try options.config.validate() } catch { throw ValidationError(error.description) }
         return options

@@ -194,3 +194,46 @@ extension CLITests {
         XCTAssertTrue(text.contains("set SWIFTVISOR_VMM"), text)
     }
 }
+
+extension CLITests {
+    func run(_ args: [String], input: Data, signalAfter: Double? = nil) throws -> Outcome {
+        let p = Process()
+        p.executableURL = CLITests.binDirectory.appendingPathComponent("swiftvisor")
+        p.arguments = args
+        let out = Pipe(), err = Pipe(), inp = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        p.standardInput = inp
+        try p.run()
+        inp.fileHandleForWriting.write(input)
+        if let signalAfter {
+            Thread.sleep(forTimeInterval: signalAfter)
+            kill(p.processIdentifier, SIGINT)
+        }
+        try inp.fileHandleForWriting.close()
+        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return Outcome(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    }
+
+    func testStdinReachesTheGuestsSerialPort() throws {
+        try KVMTestHost.skipUnlessUsable()
+        // Real mode: echo COM1 input; 'q' exits with 5.
+        let echo = TemporaryFile(bytes: [0xBA, 0xFD, 0x03, 0xEC, 0xA8, 0x01, 0x74, 0xFB, 0xBA, 0xF8, 0x03, 0xEC, 0x3C, 0x71,
+                                         0x74, 0x03, 0xEE, 0xEB, 0xED, 0xBA, 0x01, 0x05, 0xB0, 0x05, 0xEE])
+        let r = try run(["run", "--image", echo.path, "--mode", "real", "--memory", "1M"], input: Data("abcq".utf8))
+        XCTAssertEqual(r.status, 5, r.stderr)
+        XCTAssertEqual(r.stdout, "abc")
+    }
+
+    func testOnRebootRestartBootsTheGuestAgain() throws {
+        try KVMTestHost.skipUnlessUsable()
+        // A 64-bit kernel that resets the machine through the i8042 at once.
+        let kernel = TemporaryFile(bytes: CraftedImage.elf64(code: [0xB0, 0xFE, 0xE6, 0x64, 0xF4]))
+        let once = try run(["run", "--kernel", kernel.path, "--memory", "64M"], input: Data())
+        XCTAssertEqual(once.status, 0, "a reboot ends the VM by default")
+        let again = try run(["run", "--kernel", kernel.path, "--memory", "64M", "--on-reboot", "restart"], input: Data(), signalAfter: 1.5)
+        XCTAssertEqual(again.status, 130, again.stderr)
+        XCTAssertGreaterThanOrEqual(again.stderr.components(separatedBy: "starting it again").count - 1, 2, again.stderr)
+    }
+}
