@@ -16,6 +16,8 @@ public struct ELFImage: Sendable, Equatable {
     public let machine: UInt16
     public let entry: UInt64
     public let segments: [Segment]
+    /// ELF notes from PT_NOTE segments: (owner name, type, description).
+    public let notes: [(name: String, type: UInt32, description: [UInt8])]
 
     public static let magic: [UInt8] = [0x7F, 0x45, 0x4C, 0x46] // "\x7fELF"
 
@@ -43,8 +45,26 @@ public struct ELFImage: Sendable, Equatable {
             throw .malformed("ELF program headers lie outside the file (truncated?)")
         }
         var segments: [Segment] = []
+        var notes: [(String, UInt32, [UInt8])] = []
         for i in 0..<phnum {
             let h = phoff + i * phentsize
+            if r.u32(h) == 4 { // PT_NOTE: namesz, descsz, type, name, desc, each 4-aligned
+                let offset = is64Bit ? Int(clamping: r.u64(h + 8)) : Int(r.u32(h + 4))
+                let size = is64Bit ? Int(clamping: r.u64(h + 32)) : Int(r.u32(h + 16))
+                guard offset <= bytes.count, size <= bytes.count - offset else {
+                    throw .malformed("ELF note segment \(i) runs past the end of the file (truncated?)")
+                }
+                var o = offset
+                while o + 12 <= offset + size {
+                    let namesz = Int(r.u32(o)), descsz = Int(r.u32(o + 4)), type = r.u32(o + 8)
+                    let nameStart = o + 12, descStart = nameStart + (namesz + 3) & ~3
+                    guard namesz < 256, descsz < 1 << 20, descStart + descsz <= offset + size else { break }
+                    let name = String(decoding: bytes[nameStart..<(nameStart + namesz)].prefix { $0 != 0 }, as: UTF8.self)
+                    notes.append((name, type, Array(bytes[descStart..<(descStart + descsz)])))
+                    o = descStart + (descsz + 3) & ~3
+                }
+                continue
+            }
             guard r.u32(h) == 1 else { continue } // PT_LOAD
             let s: Segment
             if is64Bit {
@@ -71,6 +91,12 @@ public struct ELFImage: Sendable, Equatable {
             throw .malformed("ELF segments at 0x\(String(a.physicalAddress, radix: 16)) and 0x\(String(b.physicalAddress, radix: 16)) overlap")
         }
         self.segments = segments
+        self.notes = notes
+    }
+
+    public static func == (a: ELFImage, b: ELFImage) -> Bool {
+        a.is64Bit == b.is64Bit && a.machine == b.machine && a.entry == b.entry && a.segments == b.segments
+            && a.notes.map { "\($0.name)/\($0.type)/\($0.description)" } == b.notes.map { "\($0.name)/\($0.type)/\($0.description)" }
     }
 
     /// One past the highest byte any segment occupies in memory.

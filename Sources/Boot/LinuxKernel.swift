@@ -23,6 +23,12 @@ public struct LinuxKernel: Sendable {
     /// Where a bzImage's compressed kernel lies in the file (protocol 2.08+), for
     /// decompressing it on the host instead of in the guest.
     public let payload: Range<Int>?
+    /// The 32-bit PVH entry point from the vmlinux's Xen ELF note
+    /// (XEN_ELFNOTE_PHYS32_ENTRY), when the kernel was built with CONFIG_PVH.
+    public let pvhEntry: UInt64?
+
+    public static let pvhStartInfo: UInt64 = 0x6000
+    static let pvhMagic: UInt32 = 0x336E_C578
 
     public static let bzImageLoadAddress: UInt64 = 0x10_0000
     public static let zeroPage: UInt64 = 0x7000
@@ -53,6 +59,8 @@ public struct LinuxKernel: Sendable {
             let text = elf.segments.first { elf.entry >= $0.virtualAddress && elf.entry < $0.virtualAddress + $0.memorySize }
             entry = text.map { elf.entry - $0.virtualAddress + $0.physicalAddress } ?? elf.entry
             payload = nil
+            pvhEntry = elf.notes.first { $0.name == "Xen" && $0.type == 18 && ($0.description.count == 4 || $0.description.count == 8) }
+                .map { d in d.description.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) } }
             guard pieces.contains(where: { entry >= $0.address && entry < $0.address + $0.memorySize }) else {
                 throw .malformed("the kernel's entry point 0x\(String(elf.entry, radix: 16)) is outside its segments")
             }
@@ -91,6 +99,7 @@ public struct LinuxKernel: Sendable {
         let image = bytes[kernelStart...]
         pieces = [(LinuxKernel.bzImageLoadAddress, image, max(UInt64(image.count), initSize))]
         entry = LinuxKernel.bzImageLoadAddress + 0x200
+        pvhEntry = nil
         if version >= 0x0208, r.u32(0x24C) > 0 {
             let offset = kernelStart + Int(r.u32(0x248)), length = Int(r.u32(0x24C))
             guard offset <= bytes.count, length <= bytes.count - offset else {
@@ -161,6 +170,45 @@ public struct LinuxKernel: Sendable {
             try memory.write(bytes: zero, at: GuestAddress(LinuxKernel.zeroPage))
         }
         state.rsi = LinuxKernel.zeroPage
+        return state
+    }
+}
+
+extension LinuxKernel {
+    /// Loads the kernel for the PVH boot protocol (x86/pvh in Xen's docs, Linux's
+    /// arch/x86/platform/pvh): 32-bit flat protected mode, paging off, at the Xen note's
+    /// entry, EBX pointing at `struct hvm_start_info` (version 1: command line, the
+    /// initrd as module 0, the memory map, the RSDP).
+    public func loadPVH(into memory: GuestMemory, commandLine: String, initrd: [UInt8]?,
+                        memoryMap: [(base: UInt64, length: UInt64, type: UInt32)], rsdp: UInt64?) throws(BootError) -> InitialCPUState {
+        guard let pvhEntry else { throw .malformed("the kernel has no PVH entry (no XEN_ELFNOTE_PHYS32_ENTRY note; build it with CONFIG_PVH)") }
+        // The 64-bit path places everything the same way; then the start info is added.
+        var state = try load(into: memory, commandLine: commandLine, initrd: initrd, memoryMap: memoryMap, rsdp: rsdp)
+        let zero = GuestAddress(LinuxKernel.zeroPage)
+        let initrdAddress: UInt32, initrdSize: UInt32
+        do {
+            initrdAddress = try memory.read(at: zero.adding(0x218)!)
+            initrdSize = try memory.read(at: zero.adding(0x21C)!)
+        } catch { throw .memory(error) }
+        let info = LinuxKernel.pvhStartInfo, modules = info + 0x100, map = info + 0x200
+        let entries = Array(memoryMap.prefix(128))
+        var w = ByteWriter()
+        w.u32(LinuxKernel.pvhMagic); w.u32(1); w.u32(0)                 // magic, version 1, flags
+        w.u32(initrdSize > 0 ? 1 : 0); w.u64(initrdSize > 0 ? modules : 0) // nr_modules, modlist_paddr
+        w.u64(LinuxKernel.commandLineAddress); w.u64(rsdp ?? 0)         // cmdline_paddr, rsdp_paddr
+        w.u64(map); w.u32(UInt32(entries.count)); w.u32(0)              // memmap_paddr, memmap_entries
+        var m = ByteWriter()
+        m.u64(UInt64(initrdAddress)); m.u64(UInt64(initrdSize)); m.u64(0); m.u64(0)
+        var e = ByteWriter()
+        for x in entries { e.u64(x.base); e.u64(x.length); e.u32(x.type); e.u32(0) }
+        try ModeSetup.wrap { () throws(GuestMemoryError) in
+            try memory.write(bytes: w.bytes, at: GuestAddress(info))
+            try memory.write(bytes: m.bytes, at: GuestAddress(modules))
+            try memory.write(bytes: e.bytes, at: GuestAddress(map))
+        }
+        let protected = try ModeSetup.prepare(.protected, entry: pvhEntry, memory: memory)
+        state = protected
+        state.rbx = info
         return state
     }
 }

@@ -172,6 +172,7 @@ enum GuestImage {
                 }
                 let rsdp = try ACPITables.write(into: memory, cpus: config.vcpuCount)
                 let map = PlatformMemoryMap.entries(ramRanges: RAMLayout.ranges(memorySize: config.memorySize))
+                if config.pvh { return try kernel.loadPVH(into: memory, commandLine: commandLine, initrd: initrd, memoryMap: map, rsdp: rsdp) }
                 return try kernel.load(into: memory, commandLine: commandLine, initrd: initrd, memoryMap: map, rsdp: rsdp)
             }
         } catch { throw .boot(error) }

@@ -17,6 +17,9 @@ public struct MachineConfig: Equatable, Sendable {
     /// (`HostQuirks`): the caller decides, normally from `HostProbe` (the command line
     /// does, with `--quirks auto`).
     public var hostQuirks: Bool = false
+    /// Boot a vmlinux through its PVH entry (32-bit, hvm_start_info) instead of the
+    /// 64-bit boot protocol.
+    public var pvh: Bool = false
 
     public static let defaultMemorySize: UInt64 = 64 << 20
     /// Guest RAM Swiftvisor will map; beyond this a typo ("64G" for "64M") is likelier

@@ -50,6 +50,7 @@ public struct RunOptions: Equatable, Sendable {
         if config.testDevices { a.append("--test-devices") }
         if !config.pit { a.append("--no-pit") }
         if config.hostQuirks { a.append("--host-quirks") }
+        if config.pvh { a.append("--pvh") }
         if let timeoutSeconds { a += ["--timeout", String(timeoutSeconds)] }
         if let name { a += ["--name", name] }
         if let stateDirectory { a += ["--state-dir", stateDirectory] }
@@ -112,6 +113,7 @@ public struct RunOptions: Equatable, Sendable {
             case "--test-devices": config.testDevices = true
             case "--no-pit": config.pit = false
             case "--host-quirks": config.hostQuirks = true
+            case "--pvh": config.pvh = true
             case "--timeout":
                 let v = try value(flag)
                 guard let t = Double(v), t > 0, t.isFinite else { throw ParseError(description: "--timeout: '\(v)' is not a positive number of seconds") }

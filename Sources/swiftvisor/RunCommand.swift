@@ -84,6 +84,9 @@ struct RunCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("What a guest reboot (i8042 reset, ACPI reset) does: end the VM (exit code 0) or start the guest again.", valueName: "exit|restart"))
     var onReboot: OnReboot = .exit
 
+    @Flag(name: .long, help: "Boot a vmlinux through its PVH entry (32-bit, hvm_start_info) instead of the 64-bit boot protocol.")
+    var pvh = false
+
     @Flag(name: .long, help: "List the host quirks in use before the VM starts.")
     var verbose = false
 
@@ -170,6 +173,7 @@ struct RunCommand: ParsableCommand {
         options.stats = stats
         options.json = json
         options.restartOnReboot = onReboot == .restart
+        if pvh { options.config.pvh = true }
         options.name = name ?? fileName
         do { try options.config.validate() } catch { throw ValidationError(error.description) }
         return options

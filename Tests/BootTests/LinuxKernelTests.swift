@@ -71,3 +71,30 @@ final class LinuxKernelTests: XCTestCase {
         }
     }
 }
+
+extension LinuxKernelTests {
+    func testPVHEntryFromTheXenNoteAndStartInfo() throws {
+        let kernel = try LinuxKernel(CraftedImage.elf64PVH(code: [0xF4]))
+        XCTAssertEqual(kernel.pvhEntry, 0x100_0000)
+        XCTAssertNil(try LinuxKernel(CraftedImage.elf64(code: [0xF4])).pvhEntry, "no note, no PVH")
+        let memory = try GuestMemory(ranges: [(0, 256 << 20)])
+        let state = try kernel.loadPVH(into: memory, commandLine: "console=ttyS0", initrd: Array("rd".utf8), memoryMap: map, rsdp: 0xE_0000)
+        XCTAssertEqual(state.mode, .protected)
+        XCTAssertEqual(state.rip, 0x100_0000)
+        XCTAssertEqual(state.rbx, LinuxKernel.pvhStartInfo)
+        let info = GuestAddress(LinuxKernel.pvhStartInfo)
+        XCTAssertEqual(try memory.read(UInt32.self, at: info), 0x336E_C578)
+        XCTAssertEqual(try memory.read(UInt32.self, at: info.adding(4)!), 1)
+        XCTAssertEqual(try memory.read(UInt32.self, at: info.adding(12)!), 1, "the initrd is module 0")
+        let cmdline = try memory.read(UInt64.self, at: info.adding(24)!)
+        XCTAssertEqual(try memory.readCString(at: GuestAddress(cmdline), maxLength: 64), "console=ttyS0")
+        XCTAssertEqual(try memory.read(UInt64.self, at: info.adding(32)!), 0xE_0000)
+        XCTAssertEqual(try memory.read(UInt32.self, at: info.adding(48)!), UInt32(map.count))
+        let module = try memory.read(UInt64.self, at: info.adding(16)!)
+        let rd = try memory.read(UInt64.self, at: GuestAddress(module))
+        XCTAssertEqual(try memory.read(bytes: 2, at: GuestAddress(rd)), Array("rd".utf8))
+        XCTAssertThrowsError(try LinuxKernel(CraftedImage.elf64(code: [0xF4])).loadPVH(into: memory, commandLine: "", initrd: nil, memoryMap: map, rsdp: nil)) { e in
+            XCTAssertTrue("\(e)".contains("no PVH entry"), "\(e)")
+        }
+    }
+}

@@ -63,3 +63,25 @@ extension CraftedImage {
         return b + payload
     }
 }
+
+extension CraftedImage {
+    /// `elf64(code:)` plus a PT_NOTE segment holding Xen's PVH entry note
+    /// (XEN_ELFNOTE_PHYS32_ENTRY = 18) pointing at the code's physical address.
+    public static func elf64PVH(code: [UInt8], physicalAddress: UInt64 = 0x100_0000) -> [UInt8] {
+        var b = elf64(code: code, physicalAddress: physicalAddress)
+        func put(_ v: UInt64, _ o: Int, _ n: Int) { for i in 0..<n { b[o + i] = UInt8(truncatingIfNeeded: v >> (8 * UInt64(i))) } }
+        // The note: namesz 4 ("Xen\0"), descsz 4, type 18, then the 32-bit entry.
+        let noteOffset = b.count
+        var note = [UInt8](repeating: 0, count: 20)
+        note[0] = 4; note[4] = 4; note[8] = 18
+        note[12...15] = [0x58, 0x65, 0x6E, 0x00]
+        for i in 0..<4 { note[16 + i] = UInt8(truncatingIfNeeded: physicalAddress >> (8 * UInt64(i))) }
+        b += note
+        // A second program header right after the first (there is room before 0x1000).
+        put(2, 56, 2)
+        let h = 64 + 56
+        put(4, h, 4); put(4, h + 4, 4); put(UInt64(noteOffset), h + 8, 8); put(0, h + 16, 8); put(0, h + 24, 8)
+        put(20, h + 32, 8); put(20, h + 40, 8); put(4, h + 48, 8)
+        return b
+    }
+}

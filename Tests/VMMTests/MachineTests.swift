@@ -308,3 +308,24 @@ final class LinuxBootTests: XCTestCase {
         XCTAssertEqual(ProcessExitCode.forStop(result.reason), 0)
     }
 }
+
+extension LinuxBootTests {
+    /// 32-bit PVH entry: checks hvm_start_info's magic and version, prints its command
+    /// line, exits with the number of memory-map entries (99 when the start info is wrong).
+    static let pvhCode: [UInt8] = [
+        0x81, 0x3B, 0x78, 0xC5, 0x6E, 0x33, 0x75, 0x1F, 0x83, 0x7B, 0x04, 0x01, 0x75, 0x19, 0x8B, 0x73,
+        0x18, 0x66, 0xBA, 0xF8, 0x03, 0x8A, 0x06, 0x84, 0xC0, 0x74, 0x04, 0xEE, 0x46, 0xEB, 0xF6, 0x8B,
+        0x43, 0x30, 0x66, 0xBA, 0x01, 0x05, 0xEE, 0xB0, 0x63, 0x66, 0xBA, 0x01, 0x05, 0xEE,
+    ]
+
+    func testAVmlinuxBootsThroughItsPVHEntry() throws {
+        try KVMTestHost.skipUnlessUsable()
+        let file = TemporaryFile(bytes: CraftedImage.elf64PVH(code: Self.pvhCode))
+        let console = CapturedConsole()
+        var config = MachineConfig(memorySize: 64 << 20, boot: .kernel(path: file.path, commandLine: "pvh console=ttyS0", initrd: nil))
+        config.pvh = true
+        let result = try Machine.build(config, console: console).run(timeLimit: 30_000_000_000)
+        XCTAssertEqual(console.text, "pvh console=ttyS0")
+        XCTAssertEqual(result.reason, .exitPort(code: Int32(PlatformMemoryMap.entries(ramRanges: RAMLayout.ranges(memorySize: 64 << 20)).count)))
+    }
+}
