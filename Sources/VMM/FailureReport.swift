@@ -8,18 +8,9 @@ enum FailureReport {
         var text = "vCPU \(index): \(exit)"
         guard let regs = try? vcpu.registers(), let sregs = try? vcpu.specialRegisters() else { return text }
         let mode = sregs.cr0 & 1 == 0 ? "real mode" : (sregs.efer & (1 << 10) != 0 ? (sregs.cs.l != 0 ? "long mode" : "compatibility mode") : "protected mode")
-        let linear = sregs.cs.base &+ regs.rip
         text += " at RIP 0x\(hex(regs.rip)) (CS 0x\(hex(UInt64(sregs.cs.selector))), \(mode), CPL \(sregs.cs.dpl))"
-        var bytes = instructionBytes
-        if bytes == nil || bytes!.isEmpty {
-            let physical: UInt64? = sregs.cr0 & (1 << 31) != 0 ? ((try? vcpu.translate(linear)) ?? nil) : linear
-            if let physical {
-                for n in stride(from: 15, through: 1, by: -1) {
-                    if let b = try? memory.read(bytes: n, at: GuestAddress(physical)) { bytes = b; break }
-                }
-            }
-        }
-        if let bytes, !bytes.isEmpty {
+        let bytes = instructionBytes.flatMap { $0.isEmpty ? nil : $0 } ?? bytesAtRIP(vcpu, memory)
+        if !bytes.isEmpty {
             text += ", instruction bytes " + bytes.map { hex(UInt64($0), width: 2) }.joined(separator: " ")
         } else {
             text += ", instruction bytes unavailable (RIP not in guest RAM)"

@@ -77,7 +77,7 @@ public final class Machine: Sendable {
             control.register(VCPUKicker(vcpu: vcpu, thread: t))
         }
         // A stop that raced the registrations above must still reach every vCPU.
-        if control.isStopping, let reason = control.stopReason { control.stop(reason); kickAll(threads) }
+        if control.isStopping { control.kickAll() }
 
         waitForStop(signalFD: signalFD, deadline: timeLimit.map { started + $0 })
         for t in threads { HostThread.join(t) }
@@ -93,10 +93,6 @@ public final class Machine: Sendable {
                              runNanoseconds: ended - started,
                              unclaimedAccesses: bus.unclaimedAccesses,
                              guestResidentBytes: memory.residentBytes)
-    }
-
-    private func kickAll(_ threads: [pthread_t]) {
-        for (i, t) in threads.enumerated() { VCPUKicker(vcpu: vcpus[i], thread: t).kick() }
     }
 
     private func waitForStop(signalFD: Int32, deadline: UInt64?) {
