@@ -87,7 +87,8 @@ public struct HostFacts: Sendable, Equatable {
                 parameters[key] = v.trimmingWhitespace
             }
         }
-        var facts = HostFacts(cpu: parseCPUInfo(cpuinfo), hypervisor: hypervisorName(flags: parseCPUInfo(cpuinfo).flags),
+        let cpu = parseCPUInfo(cpuinfo)
+        var facts = HostFacts(cpu: cpu, hypervisor: hypervisorName(flags: cpu.flags),
                               modules: modules, parameters: parameters, devicePath: devicePath,
                               device: inspectDevice(devicePath), user: currentUser(), isRoot: geteuid() == 0, kvm: nil)
         do {

@@ -1,17 +1,12 @@
-import Glibc
-
 /// This process's resident memory, from `/proc/self/status`.
 public enum ProcessMemory {
     /// Resident bytes: now (VmRSS), at the peak (VmHWM), and the anonymous part now
     /// (RssAnon: what this process alone costs the host; code and libraries are shared
     /// page cache). Nil where /proc is absent.
     public static func resident() -> (current: UInt64, peak: UInt64, anonymous: UInt64)? {
-        guard let f = fopen("/proc/self/status", "r") else { return nil }
-        defer { fclose(f) }
+        guard let status = TextFile.read("/proc/self/status") else { return nil }
         var current: UInt64? = nil, peak: UInt64? = nil, anonymous: UInt64 = 0
-        var line = [CChar](repeating: 0, count: 256)
-        while fgets(&line, Int32(line.count), f) != nil {
-            let s = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        for s in status.split(separator: "\n") {
             if s.hasPrefix("VmRSS:") { current = kilobytes(s) }
             if s.hasPrefix("VmHWM:") { peak = kilobytes(s) }
             if s.hasPrefix("RssAnon:") { anonymous = kilobytes(s) ?? 0 }
@@ -20,7 +15,7 @@ public enum ProcessMemory {
         return (current, peak, anonymous)
     }
 
-    private static func kilobytes(_ line: String) -> UInt64? {
+    private static func kilobytes(_ line: Substring) -> UInt64? {
         let digits = line.filter { $0.isNumber }
         return UInt64(digits).map { $0 * 1024 }
     }
