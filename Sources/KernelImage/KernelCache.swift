@@ -23,8 +23,9 @@ public struct KernelCache: Sendable {
     }
 
     public enum Outcome: Sendable, Equatable {
-        /// Not a compressed bzImage: boot the file as it is.
-        case unchanged
+        /// Not a compressed bzImage: boot the file as it is. `linux` says whether it is a
+        /// Linux kernel (bzImage or vmlinux) rather than a Multiboot one or anything else.
+        case unchanged(linux: Bool)
         /// The vmlinux in the cache, and whether it was already there.
         case extracted(path: String, cached: Bool, format: CompressionFormat)
     }
@@ -33,10 +34,11 @@ public struct KernelCache: Sendable {
     public func prepare(_ path: String) throws(Failure) -> Outcome {
         let bytes: [UInt8]
         do { bytes = try ImageFile.read(path) } catch { throw Failure(description: error.description) }
+        let linux = (try? Multiboot.findHeader(bytes)) == nil && LinuxKernel.recognises(bytes)
         let kernel: LinuxKernel
-        do { kernel = try LinuxKernel(bytes) } catch { return .unchanged } // not Linux: the VMM will say what it is
+        do { kernel = try LinuxKernel(bytes) } catch { return .unchanged(linux: linux) } // the VMM will say what is wrong
         guard kernel.format == .bzImage, let payload = kernel.payload,
-              let format = CompressionFormat.detect(bytes[payload]) else { return .unchanged }
+              let format = CompressionFormat.detect(bytes[payload]) else { return .unchanged(linux: linux) }
         let key = String(Decompressor.crc64(bytes), radix: 16) + "-" + String(bytes.count)
         let target = directory + "/" + key + ".vmlinux"
         if access(target, R_OK) == 0 { return .extracted(path: target, cached: true, format: format) }

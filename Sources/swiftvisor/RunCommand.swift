@@ -151,9 +151,9 @@ struct RunCommand: ParsableCommand {
         if let timeout, !(timeout > 0) || !timeout.isFinite { throw ValidationError("--timeout must be a positive number of seconds") }
         var options = base
         if let kernel {
-            let path = try RunCommand.bootable(kernel)
+            let (path, linux) = try RunCommand.bootable(kernel)
             options.config.boot = .kernel(path: path, commandLine: cmdline ?? "", initrd: initrd)
-            options.config.hostQuirks = quirks == .on || (quirks == .auto && RunCommand.isLinux(path) &&
+            options.config.hostQuirks = quirks == .on || (quirks == .auto && linux &&
                 HostProbe.cachedClass(devicePath: kvmDevice, cacheDirectory: KernelCache.standard().directory + "/..") == .emulatedKernelMode)
             if verbose {
                 let q = HostQuirks.emulatedKernelMode
@@ -179,22 +179,17 @@ struct RunCommand: ParsableCommand {
         return options
     }
 
-    /// The file to hand the VMM for `kernel`: a bzImage's kernel decompressed on the host
-    /// (cached), anything else as it is.
-    static func bootable(_ kernel: String) throws -> String {
+    /// The file to hand the VMM for `kernel` (a bzImage's kernel decompressed on the
+    /// host and cached, anything else as it is), and whether it is Linux.
+    static func bootable(_ kernel: String) throws -> (path: String, linux: Bool) {
         do {
             switch try KernelCache.standard().prepare(kernel) {
-            case .unchanged: return kernel
-            case let .extracted(path, _, _): return path
+            case let .unchanged(linux): return (kernel, linux)
+            case let .extracted(path, _, _): return (path, true)
             }
         } catch {
             throw ValidationError(error.description)
         }
-    }
-
-    static func isLinux(_ path: String) -> Bool {
-        guard let bytes = try? ImageFile.read(path) else { return false }
-        return (try? Multiboot.findHeader(bytes)) == nil && LinuxKernel.recognises(bytes)
     }
 
     /// `vm-` and six hex digits: short enough to type, unlikely to clash.

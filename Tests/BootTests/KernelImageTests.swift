@@ -106,8 +106,8 @@ final class KernelImageTests: XCTestCase {
         }
         // A vmlinux, a Multiboot kernel or anything else is left alone.
         let vmlinuxFile = TemporaryFile(bytes: Self.vmlinux), multibootFile = TemporaryFile(bytes: CraftedImage.multibootELF())
-        XCTAssertEqual(try cache.prepare(vmlinuxFile.path), .unchanged)
-        XCTAssertEqual(try cache.prepare(multibootFile.path), .unchanged)
+        XCTAssertEqual(try cache.prepare(vmlinuxFile.path), .unchanged(linux: true))
+        XCTAssertEqual(try cache.prepare(multibootFile.path), .unchanged(linux: false))
         var notELF = CraftedImage.bzImage(payload: Self.compress([UInt8](repeating: 7, count: 1000), .xz))
         for i in 0..<4 { notELF[0x248 + i] = 0; notELF[0x24C + i] = UInt8(truncatingIfNeeded: (notELF.count - 0xA00) >> (8 * i)) }
         let notELFFile = TemporaryFile(bytes: notELF)
