@@ -223,17 +223,16 @@ struct LogsCommand: ParsableCommand {
             guard fd >= 0 else { return } // nothing printed yet
             defer { close(fd) }
             var buffer = [UInt8](repeating: 0, count: 65536)
+            var finishing = !follow // once the VM has ended, read what is left and stop
             while true {
                 let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
                 if n > 0 { StandardStream.write(bytes: Array(buffer.prefix(n))); continue }
-                guard follow, let s = try? VMStatus.read(name, in: state.directory), s.isAlive else {
-                    if follow { // drain what the VM wrote as it stopped
-                        let m = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
-                        if m > 0 { StandardStream.write(bytes: Array(buffer.prefix(m))) }
-                    }
-                    return
+                if finishing { return }
+                if let s = try? VMStatus.read(name, in: state.directory), s.isAlive {
+                    usleep(100_000)
+                } else {
+                    finishing = true
                 }
-                usleep(100_000)
             }
         }
     }
