@@ -21,23 +21,35 @@ final class CLITests: XCTestCase {
         return URL(fileURLWithPath: exe).deletingLastPathComponent()
     }()
 
-    func swiftvisor(_ args: [String], signalAfter: Double? = nil) throws -> Outcome {
+    /// Runs the built `swiftvisor` (or `executable`) with `args`: extra environment
+    /// variables, bytes on stdin (else /dev/null), and a SIGINT after `signalAfter` seconds.
+    static func launch(_ args: [String], environment: [String: String] = [:], input: Data? = nil,
+                       signalAfter: Double? = nil, executable: String = "swiftvisor") throws -> Outcome {
         let p = Process()
-        p.executableURL = CLITests.binDirectory.appendingPathComponent("swiftvisor")
+        p.executableURL = executable.hasPrefix("/") ? URL(fileURLWithPath: executable) : binDirectory.appendingPathComponent(executable)
         p.arguments = args
-        let out = Pipe(), err = Pipe()
+        if !environment.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
+        let out = Pipe(), err = Pipe(), inp = Pipe()
         p.standardOutput = out
         p.standardError = err
-        p.standardInput = FileHandle.nullDevice
+        p.standardInput = input == nil ? FileHandle.nullDevice : inp
         try p.run()
+        if let input {
+            inp.fileHandleForWriting.write(input)
+        }
         if let signalAfter {
             Thread.sleep(forTimeInterval: signalAfter)
             kill(p.processIdentifier, SIGINT)
         }
+        if input != nil { try inp.fileHandleForWriting.close() }
         let o = out.fileHandleForReading.readDataToEndOfFile()
         let e = err.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         return Outcome(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    }
+
+    func swiftvisor(_ args: [String], signalAfter: Double? = nil) throws -> Outcome {
+        try CLITests.launch(args, signalAfter: signalAfter)
     }
 
     func testBothExecutablesAreBuiltSideBySide() {
@@ -179,41 +191,16 @@ extension CLITests {
 
 extension CLITests {
     func testMissingVMMExecutableIsOneLine() throws {
-        let p = Process()
-        p.executableURL = CLITests.binDirectory.appendingPathComponent("swiftvisor")
-        p.arguments = ["run"]
-        p.environment = ["SWIFTVISOR_VMM": "/nonexistent/swiftvisor-vmm"]
-        let err = Pipe()
-        p.standardError = err
-        p.standardOutput = FileHandle.nullDevice
-        try p.run()
-        let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        XCTAssertEqual(p.terminationStatus, ProcessExitCode.vmmFailure)
-        XCTAssertEqual(text.split(separator: "\n").count, 1, text)
-        XCTAssertTrue(text.contains("set SWIFTVISOR_VMM"), text)
+        let r = try CLITests.launch(["run"], environment: ["SWIFTVISOR_VMM": "/nonexistent/swiftvisor-vmm"])
+        XCTAssertEqual(r.status, ProcessExitCode.vmmFailure)
+        XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
+        XCTAssertTrue(r.stderr.contains("set SWIFTVISOR_VMM"), r.stderr)
     }
 }
 
 extension CLITests {
     func run(_ args: [String], input: Data, signalAfter: Double? = nil) throws -> Outcome {
-        let p = Process()
-        p.executableURL = CLITests.binDirectory.appendingPathComponent("swiftvisor")
-        p.arguments = args
-        let out = Pipe(), err = Pipe(), inp = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        p.standardInput = inp
-        try p.run()
-        inp.fileHandleForWriting.write(input)
-        if let signalAfter {
-            Thread.sleep(forTimeInterval: signalAfter)
-            kill(p.processIdentifier, SIGINT)
-        }
-        try inp.fileHandleForWriting.close()
-        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return Outcome(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+        try CLITests.launch(args, input: input, signalAfter: signalAfter)
     }
 
     func testStdinReachesTheGuestsSerialPort() throws {

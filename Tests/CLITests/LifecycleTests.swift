@@ -37,22 +37,7 @@ final class LifecycleTests: XCTestCase {
     }
 
     static func sv(_ args: [String], stateDir: String, input: Data? = nil) throws -> CLITests.Outcome {
-        let p = Process()
-        p.executableURL = CLITests.binDirectory.appendingPathComponent("swiftvisor")
-        p.arguments = args
-        var env = ProcessInfo.processInfo.environment
-        env["SWIFTVISOR_STATE_DIR"] = stateDir
-        p.environment = env
-        let out = Pipe(), err = Pipe(), inp = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        p.standardInput = inp
-        try p.run()
-        if let input { inp.fileHandleForWriting.write(input) }
-        try inp.fileHandleForWriting.close()
-        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return .init(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+        try CLITests.launch(args, environment: ["SWIFTVISOR_STATE_DIR": stateDir], input: input ?? Data())
     }
 
     func inspect(_ name: String) throws -> [String: Any] {
@@ -138,21 +123,13 @@ final class LifecycleTests: XCTestCase {
     }
 
     func testTheExampleScriptRunsTenDemos() throws {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/bin/bash")
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("scripts/ten-vms").path
-        p.arguments = [script]
-        var env = ProcessInfo.processInfo.environment
-        env["SWIFTVISOR_STATE_DIR"] = stateDir
-        env["SWIFTVISOR"] = CLITests.binDirectory.appendingPathComponent("swiftvisor").path
-        p.environment = env
-        let out = Pipe()
-        p.standardOutput = out
-        try p.run()
-        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        XCTAssertEqual(p.terminationStatus, 0, text)
+        let r = try CLITests.launch([script], environment: ["SWIFTVISOR_STATE_DIR": stateDir,
+                                                            "SWIFTVISOR": CLITests.binDirectory.appendingPathComponent("swiftvisor").path],
+                                    executable: "/bin/bash")
+        let text = r.stdout
+        XCTAssertEqual(r.status, 0, text)
         XCTAssertTrue(text.contains("10 of 10 VMs exited with 0"), text)
         XCTAssertEqual(text.components(separatedBy: "exit code 0, 692 VM exits").count - 1, 10, text)
     }
