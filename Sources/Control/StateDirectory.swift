@@ -58,12 +58,8 @@ public struct StateDirectory: Sendable {
     }
 
     func makeRoot() throws(Failure) {
-        var path = ""
-        for part in root.split(separator: "/") {
-            path += "/" + part
-            if mkdir(path, 0o700) != 0 && errno != EEXIST {
-                throw Failure(kind: .io, description: "cannot create the state directory \(root): \(String(cString: strerror(errno))) (set --state-dir or SWIFTVISOR_STATE_DIR)")
-            }
+        if let why = FileSystem.makeDirectories(root, mode: 0o700) {
+            throw Failure(kind: .io, description: "cannot create the state directory \(root): \(why) (set --state-dir or SWIFTVISOR_STATE_DIR)")
         }
     }
 
@@ -104,15 +100,12 @@ public struct StateDirectory: Sendable {
     // MARK: Small files
 
     public func write(_ text: String, to name: String, _ file: String) throws(Failure) {
-        let tmp = path(name, file + ".tmp")
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw Failure(kind: .io, description: "cannot write \(tmp): \(String(cString: strerror(errno)))") }
-        let ok = UnixSocket.writeFile(fd, Array(text.utf8))
-        close(fd)
-        guard ok, rename(tmp, path(name, file)) == 0 else { throw Failure(kind: .io, description: "cannot write \(path(name, file))") }
+        if let why = FileSystem.writeAtomically(Array(text.utf8), to: path(name, file)) {
+            throw Failure(kind: .io, description: why)
+        }
     }
 
-    public func read(_ name: String, _ file: String) -> String? { TextFile.read(path(name, file)) }
+    public func read(_ name: String, _ file: String) -> String? { FileSystem.readText(path(name, file)) }
 
     public func pid(_ name: String) -> pid_t? { read(name, "pid").flatMap { pid_t($0.trimmingSpaces.filter { $0 != "\n" }) } }
 
@@ -126,17 +119,5 @@ public struct StateDirectory: Sendable {
         let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress!, $0.count) }
         guard n > 0 else { return false }
         return String(decoding: buffer.prefix(n), as: UTF8.self).contains("swiftvisor-vmm")
-    }
-}
-
-extension UnixSocket {
-    static func writeFile(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
-        var done = 0
-        while done < bytes.count {
-            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, $0.count - done) }
-            if n < 0 { if errno == EINTR { continue } else { return false } }
-            done += n
-        }
-        return true
     }
 }

@@ -73,9 +73,9 @@ public struct HostFacts: Sendable, Equatable {
 
     /// Reads this host. `probe` runs the live probe (a few tiny VMs) when KVM opens.
     public static func gather(devicePath: String = "/dev/kvm", probe runProbe: Bool = true) -> HostFacts {
-        let cpuinfo = readText("/proc/cpuinfo") ?? ""
+        let cpuinfo = FileSystem.readText("/proc/cpuinfo") ?? ""
         var modules = Set<String>()
-        if let text = readText("/proc/modules") {
+        if let text = FileSystem.readText("/proc/modules") {
             for line in text.split(separator: "\n") { if let name = line.split(separator: " ").first { modules.insert(String(name)) } }
         }
         for name in ["kvm", "kvm_intel", "kvm_amd", "kvm_pvm", "vhost_vsock", "vhost_net", "tun"] where exists("/sys/module/\(name)") {
@@ -83,7 +83,7 @@ public struct HostFacts: Sendable, Equatable {
         }
         var parameters: [String: String] = [:]
         for key in ["kvm_intel/nested", "kvm_amd/nested", "kvm_pvm/nested_pvm"] {
-            if let v = readText("/sys/module/\(key.split(separator: "/")[0])/parameters/\(key.split(separator: "/")[1])") {
+            if let v = FileSystem.readText("/sys/module/\(key.split(separator: "/")[0])/parameters/\(key.split(separator: "/")[1])") {
                 parameters[key] = v.trimmingWhitespace
             }
         }
@@ -100,7 +100,7 @@ public struct HostFacts: Sendable, Equatable {
             facts.kvmError = error.description
         }
         for p in optionalDevicePaths { facts.optionalDevices[p] = exists(p) }
-        facts.hugePages = Int((readText("/proc/sys/vm/nr_hugepages") ?? "0").trimmingWhitespace) ?? 0
+        facts.hugePages = Int((FileSystem.readText("/proc/sys/vm/nr_hugepages") ?? "0").trimmingWhitespace) ?? 0
         if runProbe, facts.kvm != nil {
             facts.probe = HostProbe.run(devicePath: devicePath)
         }
@@ -135,7 +135,7 @@ public struct HostFacts: Sendable, Equatable {
         let known = ["KVMKVMKVM": "KVM", "Microsoft Hv": "Hyper-V", "VMwareVMware": "VMware", "XenVMMXenVMM": "Xen",
                      "TCGTCGTCGTCG": "QEMU (TCG)", "ACRNACRNACRN": "ACRN", "VBoxVBoxVBox": "VirtualBox", "bhyve bhyve": "bhyve"]
         if let name = known[signature] { return name }
-        if let vendor = readText("/sys/class/dmi/id/sys_vendor")?.trimmingWhitespace, !vendor.isEmpty { return vendor }
+        if let vendor = FileSystem.readText("/sys/class/dmi/id/sys_vendor")?.trimmingWhitespace, !vendor.isEmpty { return vendor }
         return signature.isEmpty ? "unknown hypervisor" : signature
     }
 
@@ -154,7 +154,6 @@ public struct HostFacts: Sendable, Equatable {
 
     static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
 
-    static func readText(_ path: String) -> String? { TextFile.read(path) }
 }
 
 extension StringProtocol {

@@ -93,19 +93,12 @@ extension HostProbe {
     /// This host's class, probed once per host boot and remembered in `cacheDirectory`
     /// (keyed by the kernel's boot_id), so that starting a VM costs the probe only once.
     public static func cachedClass(devicePath: String = "/dev/kvm", cacheDirectory: String) -> HostClass {
-        let bootID = (HostFacts.readText("/proc/sys/kernel/random/boot_id") ?? "unknown").filter { $0.isHexDigit }
+        let bootID = (FileSystem.readText("/proc/sys/kernel/random/boot_id") ?? "unknown").filter { $0.isHexDigit }
         let file = cacheDirectory + "/host-class-" + bootID
-        if let text = HostFacts.readText(file), let c = HostClass(rawValue: text.trimmingWhitespace), c != .unknown { return c }
+        if let text = FileSystem.readText(file), let c = HostClass(rawValue: text.trimmingWhitespace), c != .unknown { return c }
         let c = HostClass.classify(run(devicePath: devicePath))
-        if c != .unknown {
-            var path = ""
-            for part in cacheDirectory.split(separator: "/") { path += "/" + part; mkdir(path, 0o755) }
-            let fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-            if fd >= 0 {
-                let bytes = Array(c.rawValue.utf8)
-                _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress!, $0.count) }
-                close(fd)
-            }
+        if c != .unknown, FileSystem.makeDirectories(cacheDirectory, mode: 0o755) == nil {
+            _ = FileSystem.writeAtomically(Array(c.rawValue.utf8), to: file, mode: 0o644) // a cache: losing it costs a probe
         }
         return c
     }

@@ -53,23 +53,11 @@ public struct KernelCache: Sendable {
     }
 
     func store(_ bytes: [UInt8], at target: String) throws(Failure) {
-        var path = ""
-        for part in directory.split(separator: "/") {
-            path += "/" + part
-            if mkdir(path, 0o755) != 0 && errno != EEXIST {
-                throw Failure(description: "cannot create the kernel cache \(directory): \(String(cString: strerror(errno)))")
-            }
+        if let why = FileSystem.makeDirectories(directory, mode: 0o755) {
+            throw Failure(description: "cannot create the kernel cache \(directory): \(why)")
         }
-        let tmp = target + ".\(getpid()).tmp"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw Failure(description: "cannot write \(tmp): \(String(cString: strerror(errno)))") }
-        var done = 0
-        while done < bytes.count {
-            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, $0.count - done) }
-            if n <= 0 { close(fd); unlink(tmp); throw Failure(description: "cannot write \(tmp)") }
-            done += n
+        if let why = FileSystem.writeAtomically(bytes, to: target, mode: 0o644) {
+            throw Failure(description: why)
         }
-        close(fd)
-        guard rename(tmp, target) == 0 else { unlink(tmp); throw Failure(description: "cannot store \(target)") }
     }
 }

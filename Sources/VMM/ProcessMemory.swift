@@ -4,7 +4,7 @@ public enum ProcessMemory {
     /// (RssAnon: what this process alone costs the host; code and libraries are shared
     /// page cache). Nil where /proc is absent.
     public static func resident() -> (current: UInt64, peak: UInt64, anonymous: UInt64)? {
-        guard let status = TextFile.read("/proc/self/status") else { return nil }
+        guard let status = FileSystem.readText("/proc/self/status") else { return nil }
         var current: UInt64? = nil, peak: UInt64? = nil, anonymous: UInt64 = 0
         for s in status.split(separator: "\n") {
             if s.hasPrefix("VmRSS:") { current = kilobytes(s) }

@@ -20,13 +20,5 @@ public enum StandardStream {
 
     static func write(fd: Int32, _ text: String) { write(fd: fd, bytes: Array(text.utf8)) }
 
-    static func write(fd: Int32, bytes: [UInt8]) {
-        var bytes = bytes
-        var done = 0
-        while done < bytes.count {
-            let n = bytes.withUnsafeMutableBytes { Glibc.write(fd, $0.baseAddress! + done, $0.count - done) }
-            if n < 0 { if errno == EINTR || errno == EAGAIN { continue } else { return } }
-            done += n
-        }
-    }
+    static func write(fd: Int32, bytes: [UInt8]) { FileSystem.writeAll(fd, bytes) }
 }
