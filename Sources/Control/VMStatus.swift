@@ -40,12 +40,24 @@ public struct VMStatus: Sendable {
         if alive {
             return VMStatus(name: name, state: .unresponsive, pid: pid, live: nil, config: config, result: nil)
         }
-        // No pid yet: the VMM is still starting (created), unless it never will.
-        if pid == nil, let started = dir.read(name, "started").flatMap({ Double($0.filter { !$0.isWhitespace }) }),
-           Double(time(nil)) - started < 10 {
+        if pid == nil && isStarting(name, in: dir) {
             return VMStatus(name: name, state: .created, pid: nil, live: nil, config: config, result: nil)
         }
         return VMStatus(name: name, state: .crashed, pid: pid, live: nil, config: config, result: nil)
+    }
+
+    /// Whether the VM's VMM process is alive (or still starting), without reading its
+    /// files or asking its API: what `wait` and `logs --follow` poll.
+    public static func isProcessAlive(_ name: String, in dir: StateDirectory) -> Bool {
+        if let pid = dir.pid(name) { return StateDirectory.isVMM(pid) }
+        return isStarting(name, in: dir)
+    }
+
+    /// No pid yet, but registered less than 10 s ago: the VMM is still starting, unless
+    /// it never will.
+    static func isStarting(_ name: String, in dir: StateDirectory) -> Bool {
+        guard let started = dir.read(name, "started").flatMap({ Double($0.filter { !$0.isWhitespace }) }) else { return false }
+        return Double(time(nil)) - started < 10
     }
 
     /// The guest's exit code once stopped (the VMM's exit status), if known.

@@ -38,10 +38,6 @@ public struct RunReport: Sendable {
         out += "  VM exits that reached the VMM: \(s.totalExits)\n"
         for kind in ExitKind.allCases where s[kind] > 0 {
             out += "    \(RunReport.pad(kind.name, 14))\(RunReport.padLeft(String(s[kind]), 8))  \(kind.explanation)\n"
-            if kind == .ioIn || kind == .ioOut {
-                // Ports are counted for both directions together.
-                continue
-            }
         }
         let ports = s.ports.sorted
         if !ports.isEmpty {

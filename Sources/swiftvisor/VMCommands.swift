@@ -71,7 +71,7 @@ func call(_ name: String, _ options: StateOptions, _ method: String, _ path: Str
 func waitForExit(_ name: String, _ options: StateOptions, timeoutSeconds: Double?) -> Bool {
     let deadline = timeoutSeconds.map { Double(time(nil)) + $0 }
     while true {
-        guard let s = try? VMStatus.read(name, in: options.directory), s.isAlive else { return true }
+        guard VMStatus.isProcessAlive(name, in: options.directory) else { return true }
         if let deadline, Double(time(nil)) >= deadline { return false }
         usleep(50_000)
     }
@@ -228,7 +228,7 @@ struct LogsCommand: ParsableCommand {
                 let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
                 if n > 0 { StandardStream.write(bytes: Array(buffer.prefix(n))); continue }
                 if finishing { return }
-                if let s = try? VMStatus.read(name, in: state.directory), s.isAlive {
+                if VMStatus.isProcessAlive(name, in: state.directory) {
                     usleep(100_000)
                 } else {
                     finishing = true
