@@ -170,6 +170,20 @@ public final class VCPU: @unchecked Sendable {
         guard ckvm_ioctl_ptr(fd.rawValue, CKVM_SET_FPU, &f) == 0 else { throw KVMError.last("KVM_SET_FPU") }
     }
 
+    /// `KVM_GET_XSAVE`: the vCPU's extended state as XSAVE lays it out. Where
+    /// `KVM_GET_FPU` leaves MXCSR out (some hosts report it as 0), this carries it.
+    public func xsave() throws(KVMError) -> XSaveArea {
+        var area = XSaveArea()
+        guard area.withBytes({ ckvm_ioctl_ptr(fd.rawValue, CKVM_GET_XSAVE, $0) }) == 0 else { throw KVMError.last("KVM_GET_XSAVE") }
+        return area
+    }
+
+    /// `KVM_SET_XSAVE`.
+    public func setXSave(_ area: XSaveArea) throws(KVMError) {
+        var a = area
+        guard a.withBytes({ ckvm_ioctl_ptr(fd.rawValue, CKVM_SET_XSAVE, $0) }) == 0 else { throw KVMError.last("KVM_SET_XSAVE") }
+    }
+
     /// `KVM_GET_VCPU_EVENTS`.
     public func events() throws(KVMError) -> VCPUEvents {
         var e = VCPUEvents()
@@ -230,6 +244,30 @@ public final class VCPU: @unchecked Sendable {
     public func setMPState(_ state: UInt32) throws(KVMError) {
         var s = kvm_mp_state(mp_state: state)
         guard ckvm_ioctl_ptr(fd.rawValue, CKVM_SET_MP_STATE, &s) == 0 else { throw KVMError.last("KVM_SET_MP_STATE") }
+    }
+}
+
+/// `struct kvm_xsave`: 4 KiB in the XSAVE standard format, the FXSAVE legacy area first.
+public struct XSaveArea: Sendable {
+    public static let size = MemoryLayout<kvm_xsave>.size
+    private var storage = [UInt64](repeating: 0, count: XSaveArea.size / 8)
+
+    public init() {}
+
+    /// The SSE control and status register (legacy area, byte 24).
+    public var mxcsr: UInt32 {
+        get { storage.withUnsafeBytes { $0.load(fromByteOffset: 24, as: UInt32.self) } }
+        set { storage.withUnsafeMutableBytes { $0.storeBytes(of: newValue, toByteOffset: 24, as: UInt32.self) } }
+    }
+
+    /// Bits of MXCSR the processor accepts (legacy area, byte 28; 0 means 0xFFBF).
+    public var mxcsrMask: UInt32 {
+        let m = storage.withUnsafeBytes { $0.load(fromByteOffset: 28, as: UInt32.self) }
+        return m == 0 ? 0xFFBF : m
+    }
+
+    mutating func withBytes<R>(_ body: (UnsafeMutableRawPointer) -> R) -> R {
+        storage.withUnsafeMutableBytes { body($0.baseAddress!) }
     }
 }
 

@@ -2,7 +2,7 @@ import Glibc
 
 /// Monotonic nanoseconds (vDSO `clock_gettime`: no system call on the exit path).
 @inline(__always)
-func monotonicNanoseconds() -> UInt64 {
+public func monotonicNanoseconds() -> UInt64 {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)

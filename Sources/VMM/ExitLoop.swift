@@ -13,6 +13,8 @@ struct ExitLoop: Sendable {
     let statistics: VCPUStatistics
     /// Complete instructions the host's emulator rejects (`HostQuirks`).
     let quirks: Bool
+    /// Names the code a failure stopped in (`MachineConfig.symbolFile`).
+    let symbolFile: String?
 
     enum Outcome { case stopped, haltedForGood }
 
@@ -77,30 +79,28 @@ struct ExitLoop: Sendable {
                 kind = .interrupted
             case let .internalError(e):
                 kind = .internalError
-                if quirks, e.suberror == 1, let action = QuirkEmulator.action(for: e.instructionBytes ?? FailureReport.bytesAtRIP(vcpu, memory)) {
-                    do {
-                        try QuirkEmulator.perform(action, on: vcpu)
-                        kind = .emulated
-                        break
-                    } catch {
-                        control.stop(.vmmFailure("vCPU \(index): \(error.description)"))
-                        break
-                    }
+                switch quirks && e.suberror == 1 ? completeRejectedInstruction(e) : .notAQuirk {
+                case .completed:
+                    kind = .emulated
+                case .notAQuirk:
+                    control.stop(.guestFailure(FailureReport.describe(vcpu: vcpu, index: index, memory: memory, symbolFile: symbolFile,
+                                                                     exit: e.description, instructionBytes: e.instructionBytes)))
+                case let .failed(reason):
+                    control.stop(.guestFailure(FailureReport.describe(vcpu: vcpu, index: index, memory: memory, symbolFile: symbolFile,
+                                                                     exit: "\(e.description): \(reason)", instructionBytes: e.instructionBytes)))
                 }
-                control.stop(.guestFailure(FailureReport.describe(vcpu: vcpu, index: index, memory: memory,
-                                                                 exit: e.description, instructionBytes: e.instructionBytes)))
             case let .failEntry(reason, cpu):
                 kind = .failEntry
-                control.stop(.guestFailure(FailureReport.describe(vcpu: vcpu, index: index, memory: memory,
+                control.stop(.guestFailure(FailureReport.describe(vcpu: vcpu, index: index, memory: memory, symbolFile: symbolFile,
                     exit: "KVM_EXIT_FAIL_ENTRY, hardware reason 0x\(String(reason, radix: 16)) on host CPU \(cpu)", instructionBytes: nil)))
             case let .exception(vector, code):
-                control.stop(.guestFailure(FailureReport.describe(vcpu: vcpu, index: index, memory: memory,
+                control.stop(.guestFailure(FailureReport.describe(vcpu: vcpu, index: index, memory: memory, symbolFile: symbolFile,
                     exit: "KVM_EXIT_EXCEPTION vector \(vector) error code 0x\(String(code, radix: 16))", instructionBytes: nil)))
             case .debug:
-                control.stop(.guestFailure(FailureReport.describe(vcpu: vcpu, index: index, memory: memory,
+                control.stop(.guestFailure(FailureReport.describe(vcpu: vcpu, index: index, memory: memory, symbolFile: symbolFile,
                     exit: "KVM_EXIT_DEBUG with no debugger attached", instructionBytes: nil)))
             case let .unknown(reason, hw):
-                control.stop(.guestFailure(FailureReport.describe(vcpu: vcpu, index: index, memory: memory,
+                control.stop(.guestFailure(FailureReport.describe(vcpu: vcpu, index: index, memory: memory, symbolFile: symbolFile,
                     exit: "unhandled exit reason \(reason) (hardware reason 0x\(String(hw, radix: 16)))", instructionBytes: nil)))
             }
 
@@ -120,5 +120,23 @@ struct ExitLoop: Sendable {
             if let outcome { return outcome }
         }
         return .stopped
+    }
+
+    private enum QuirkResult { case completed, notAQuirk, failed(String) }
+
+    /// Completes an instruction the host's emulator rejected when it is one the quirk
+    /// emulator knows (`HostQuirks`); anything else is the guest's failure to report.
+    private func completeRejectedInstruction(_ e: InternalError) -> QuirkResult {
+        let bytes = e.instructionBytes.flatMap { $0.isEmpty ? nil : $0 } ?? FailureReport.bytesAtRIP(vcpu, memory)
+        guard let sregs = try? vcpu.specialRegisters(),
+              let action = QuirkEmulator.action(for: bytes, longMode: sregs.cs.l != 0) else { return .notAQuirk }
+        do {
+            switch try QuirkEmulator.perform(action, on: vcpu, memory: memory) {
+            case .completed: return .completed
+            case let .operandOutsideRAM(a): return .failed("its memory operand 0x\(String(a, radix: 16)) is not guest RAM")
+            }
+        } catch {
+            return .failed("completing it failed: \(error.description)")
+        }
     }
 }

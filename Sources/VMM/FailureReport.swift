@@ -1,22 +1,39 @@
+import Boot
 import GuestMemory
 import KVM
 
 /// Turns an exit the VMM cannot go on from into one line a person can act on: the
-/// exit, the vCPU, where it was (RIP, mode) and the instruction bytes there.
+/// exit, the vCPU, where it was (RIP, the kernel symbol when known, mode), the
+/// instruction bytes there and the registers.
 enum FailureReport {
-    static func describe(vcpu: VCPU, index: Int, memory: GuestMemory, exit: String, instructionBytes: [UInt8]?) -> String {
+    static func describe(vcpu: VCPU, index: Int, memory: GuestMemory, symbolFile: String? = nil, exit: String, instructionBytes: [UInt8]?) -> String {
         var text = "vCPU \(index): \(exit)"
         guard let regs = try? vcpu.registers(), let sregs = try? vcpu.specialRegisters() else { return text }
         let mode = sregs.cr0 & 1 == 0 ? "real mode" : (sregs.efer & (1 << 10) != 0 ? (sregs.cs.l != 0 ? "long mode" : "compatibility mode") : "protected mode")
-        text += " at RIP 0x\(hex(regs.rip)) (CS 0x\(hex(UInt64(sregs.cs.selector))), \(mode), CPL \(sregs.cs.dpl))"
+        text += " at RIP 0x\(hex(regs.rip))"
+        if let name = symbolName(for: regs.rip, in: symbolFile) { text += " <\(name)>" }
+        text += " (CS 0x\(hex(UInt64(sregs.cs.selector))), \(mode), CPL \(sregs.cs.dpl))"
         let bytes = instructionBytes.flatMap { $0.isEmpty ? nil : $0 } ?? bytesAtRIP(vcpu, memory)
         if !bytes.isEmpty {
             text += ", instruction bytes " + bytes.map { hex(UInt64($0), width: 2) }.joined(separator: " ")
         } else {
             text += ", instruction bytes unavailable (RIP not in guest RAM)"
         }
-        text += "; RAX 0x\(hex(regs.rax)) RSP 0x\(hex(regs.rsp)) RFLAGS 0x\(hex(regs.rflags)) CR0 0x\(hex(sregs.cr0)) CR3 0x\(hex(sregs.cr3)) CR4 0x\(hex(sregs.cr4)) EFER 0x\(hex(sregs.efer))"
+        let named: [(String, UInt64)] = [
+            ("RAX", regs.rax), ("RBX", regs.rbx), ("RCX", regs.rcx), ("RDX", regs.rdx), ("RSI", regs.rsi), ("RDI", regs.rdi),
+            ("RBP", regs.rbp), ("RSP", regs.rsp), ("R8", regs.r8), ("R9", regs.r9), ("R10", regs.r10), ("R11", regs.r11),
+            ("R12", regs.r12), ("R13", regs.r13), ("R14", regs.r14), ("R15", regs.r15), ("RFLAGS", regs.rflags),
+            ("CR0", sregs.cr0), ("CR2", sregs.cr2), ("CR3", sregs.cr3), ("CR4", sregs.cr4), ("EFER", sregs.efer),
+        ]
+        text += "; " + named.map { "\($0.0) 0x\(hex($0.1))" }.joined(separator: " ")
         return text
+    }
+
+    /// The symbol at `address` from the kernel's symbol table or System.map; the file is
+    /// read only now, on the failure path.
+    static func symbolName(for address: UInt64, in file: String?) -> String? {
+        guard let file, let bytes = try? ImageFile.read(file) else { return nil }
+        return KernelSymbols.read(bytes)?.name(for: address)
     }
 
     /// Up to 15 bytes at the vCPU's RIP, through its paging; empty if unreadable.

@@ -62,7 +62,7 @@ public final class Machine: Sendable {
         for (index, vcpu) in vcpus.enumerated() {
             let stats = statistics[index]
             let loop = ExitLoop(vcpu: vcpu, index: index, bus: bus, memory: memory, control: control, statistics: stats,
-                                quirks: config.hostQuirks)
+                                quirks: config.hostQuirks, symbolFile: config.effectiveSymbolFile)
             guard let t = HostThread.spawn({
                 if loop.run() == .haltedForGood {
                     if self.haltedForGood.add(1, ordering: .acquiringAndReleasing).newValue == self.vcpus.count {

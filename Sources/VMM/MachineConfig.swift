@@ -20,6 +20,17 @@ public struct MachineConfig: Equatable, Sendable {
     /// Boot a vmlinux through its PVH entry (32-bit, hvm_start_info) instead of the
     /// 64-bit boot protocol.
     public var pvh: Bool = false
+    /// Where to find the guest kernel's symbols for failure reports: an unstripped
+    /// vmlinux or a System.map. nil: the kernel file itself, when it has a symbol
+    /// table. Read only when a failure is reported, so it costs nothing otherwise.
+    public var symbolFile: String? = nil
+
+    /// The file failure reports take symbol names from, if any.
+    public var effectiveSymbolFile: String? {
+        if let symbolFile { return symbolFile }
+        if case let .kernel(path, _, _) = boot { return path }
+        return nil
+    }
 
     public static let defaultMemorySize: UInt64 = 64 << 20
     /// Guest RAM Swiftvisor will map; beyond this a typo ("64G" for "64M") is likelier

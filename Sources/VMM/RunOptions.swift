@@ -51,6 +51,7 @@ public struct RunOptions: Equatable, Sendable {
         if !config.pit { a.append("--no-pit") }
         if config.hostQuirks { a.append("--host-quirks") }
         if config.pvh { a.append("--pvh") }
+        if let s = config.symbolFile { a += ["--symbols", s] }
         if let timeoutSeconds { a += ["--timeout", String(timeoutSeconds)] }
         if let name { a += ["--name", name] }
         if let stateDirectory { a += ["--state-dir", stateDirectory] }
@@ -114,6 +115,7 @@ public struct RunOptions: Equatable, Sendable {
             case "--no-pit": config.pit = false
             case "--host-quirks": config.hostQuirks = true
             case "--pvh": config.pvh = true
+            case "--symbols": config.symbolFile = try value(flag)
             case "--timeout":
                 let v = try value(flag)
                 guard let t = Double(v), t > 0, t.isFinite else { throw ParseError(description: "--timeout: '\(v)' is not a positive number of seconds") }

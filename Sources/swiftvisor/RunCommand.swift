@@ -62,8 +62,11 @@ struct RunCommand: ParsableCommand {
             transform: RunCommand.address)
     var entry: UInt64?
 
-    @Option(name: .long, help: ArgumentHelp("A kernel to boot: a Multiboot image (e.g. a kvm-unit-tests .flat file).", valueName: "file"))
+    @Option(name: .long, help: ArgumentHelp("A kernel to boot: a Linux bzImage or vmlinux, or a Multiboot image (e.g. a kvm-unit-tests .flat file).", valueName: "file"))
     var kernel: String?
+
+    @Option(name: .long, help: ArgumentHelp("The kernel's System.map (or an unstripped vmlinux), to name the kernel function in failure reports. Default: the kernel's own symbol table, or System.map-VERSION beside vmlinuz-VERSION.", valueName: "file"))
+    var systemMap: String?
 
     @Option(name: .long, help: ArgumentHelp("The kernel's command line.", valueName: "text"))
     var cmdline: String?
@@ -151,8 +154,9 @@ struct RunCommand: ParsableCommand {
         if let timeout, !(timeout > 0) || !timeout.isFinite { throw ValidationError("--timeout must be a positive number of seconds") }
         var options = base
         if let kernel {
-            let (path, linux) = try RunCommand.bootable(kernel)
+            let (path, linux) = try RunCommand.bootable(kernel, verbose: verbose)
             options.config.boot = .kernel(path: path, commandLine: cmdline ?? "", initrd: initrd)
+            options.config.symbolFile = systemMap ?? RunCommand.systemMap(besides: kernel)
             options.config.hostQuirks = quirks == .on || (quirks == .auto && linux &&
                 HostProbe.cachedClass(devicePath: kvmDevice, cacheDirectory: KernelCache.standard().directory + "/..") == .emulatedKernelMode)
             if verbose {
@@ -181,15 +185,36 @@ struct RunCommand: ParsableCommand {
 
     /// The file to hand the VMM for `kernel` (a bzImage's kernel decompressed on the
     /// host and cached, anything else as it is), and whether it is Linux.
-    static func bootable(_ kernel: String) throws -> (path: String, linux: Bool) {
+    static func bootable(_ kernel: String, verbose: Bool = false) throws -> (path: String, linux: Bool) {
         do {
+            let started = monotonicNanoseconds()
             switch try KernelCache.standard().prepare(kernel) {
             case let .unchanged(linux): return (kernel, linux)
-            case let .extracted(path, _, _): return (path, true)
+            case let .extracted(path, cached, format):
+                if verbose {
+                    let ms = Double(monotonicNanoseconds() - started) / 1e6
+                    StandardStream.error("swiftvisor: kernel: the bzImage's \(format.rawValue) payload, "
+                        + (cached ? "already decompressed" : "decompressed now") + " (\(Int(ms.rounded())) ms): \(path)\n")
+                }
+                return (path, true)
             }
         } catch {
             throw ValidationError(error.description)
         }
+    }
+
+    /// `System.map-VERSION` beside `vmlinuz-VERSION`, as distributions install them,
+    /// when it is a real map (Debian's package ships a one-line placeholder; the real one
+    /// is in `linux-image-*-dbg`).
+    static func systemMap(besides kernel: String) -> String? {
+        let slash = kernel.lastIndex(of: "/")
+        let directory = slash.map { String(kernel[...$0]) } ?? ""
+        let file = slash.map { String(kernel[kernel.index(after: $0)...]) } ?? kernel
+        guard file.hasPrefix("vmlinuz-") || file.hasPrefix("vmlinux-") else { return nil }
+        let map = directory + "System.map-" + file.dropFirst("vmlinuz-".count)
+        var st = stat()
+        guard stat(map, &st) == 0, st.st_size > 4096 else { return nil }
+        return map
     }
 
     /// `vm-` and six hex digits: short enough to type, unlikely to clash.

@@ -85,3 +85,36 @@ extension CraftedImage {
         return b
     }
 }
+
+extension CraftedImage {
+    /// `elf` (an ELF64 file) with a symbol table appended: `.symtab` of FUNC symbols,
+    /// `.strtab`, and a section header table pointing at both.
+    public static func addingSymbols(_ elf: [UInt8], _ symbols: [(name: String, address: UInt64, size: UInt64)]) -> [UInt8] {
+        var b = elf
+        func append(_ v: UInt64, _ n: Int) { for i in 0..<n { b.append(UInt8(truncatingIfNeeded: v >> (8 * UInt64(i)))) } }
+        func put(_ v: UInt64, _ o: Int, _ n: Int) { for i in 0..<n { b[o + i] = UInt8(truncatingIfNeeded: v >> (8 * UInt64(i))) } }
+        var strtab: [UInt8] = [0]
+        var offsets: [Int] = []
+        for s in symbols { offsets.append(strtab.count); strtab += Array(s.name.utf8) + [0] }
+        while b.count % 8 != 0 { b.append(0) }
+        let symtabOffset = b.count
+        append(0, 24) // the null symbol
+        for (s, o) in zip(symbols, offsets) {
+            append(UInt64(o), 4); append(0x12, 1); append(0, 1); append(1, 2); append(s.address, 8); append(s.size, 8) // GLOBAL FUNC
+        }
+        let symtabSize = b.count - symtabOffset
+        let strtabOffset = b.count
+        b += strtab
+        while b.count % 8 != 0 { b.append(0) }
+        let shoff = b.count
+        append(0, 64) // null section
+        // .symtab: type 2, link 2 (.strtab), entsize 24
+        append(0, 4); append(2, 4); append(0, 8); append(0, 8); append(UInt64(symtabOffset), 8); append(UInt64(symtabSize), 8)
+        append(2, 4); append(1, 4); append(8, 8); append(24, 8)
+        // .strtab: type 3
+        append(0, 4); append(3, 4); append(0, 8); append(0, 8); append(UInt64(strtabOffset), 8); append(UInt64(strtab.count), 8)
+        append(0, 4); append(0, 4); append(1, 8); append(0, 8)
+        put(UInt64(shoff), 40, 8); put(64, 58, 2); put(3, 60, 2)
+        return b
+    }
+}

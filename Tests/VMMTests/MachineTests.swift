@@ -1,9 +1,10 @@
 import Boot
 import Devices
 import Foundation
+import HostCheck
 import Synchronization
 import TestSupport
-import VMM
+@testable import VMM
 import XCTest
 
 final class CapturedConsole: SerialOutput {
@@ -93,6 +94,81 @@ final class MachineTests: XCTestCase {
         XCTAssertTrue(text.contains("RIP 0x10000a"), text)
         XCTAssertTrue(text.contains("instruction bytes f3 48 0f b8 03"), text)
         XCTAssertTrue(text.contains("long mode"), text)
+    }
+
+    /// ldmxcsr and stmxcsr in kernel mode, then stmxcsr natively in ring 3: the value
+    /// the VMM put into MXCSR is what the processor holds. Where kernel mode runs on
+    /// hardware the instructions never reach the VMM and the guest's checks still hold.
+    func testHostQuirksCompleteLDMXCSRAndSTMXCSRInTheVCPUState() throws {
+        try KVMTestHost.skipUnlessUsable()
+        let code: [UInt8] = [
+            0x0F, 0xAE, 0x15, 0x4D, 0x00, 0x00, 0x00,       // ldmxcsr [rip+newval]
+            0x0F, 0xAE, 0x1D, 0x4A, 0x00, 0x00, 0x00,       // stmxcsr [rip+kernsaved]
+            0x48, 0x89, 0xE0,                               // mov rax, rsp
+            0x48, 0x8D, 0x0D, 0x0D, 0x00, 0x00, 0x00,       // lea rcx, [rip+user]
+            0x6A, 0x23, 0x50, 0x68, 0x02, 0x30, 0x00, 0x00, // push ss; push rsp; push rflags (IOPL 3)
+            0x6A, 0x2B, 0x51, 0x48, 0xCF,                   // push cs; push rip; iretq to ring 3
+            0x0F, 0xAE, 0x1D, 0x30, 0x00, 0x00, 0x00,       // user: stmxcsr [rip+usersaved]
+            0xB0, 0x02, 0x8B, 0x0D, 0x28, 0x00, 0x00, 0x00, // mov al, 2; mov ecx, [usersaved]
+            0x3B, 0x0D, 0x1A, 0x00, 0x00, 0x00, 0x75, 0x12, // cmp ecx, [newval]; jne done
+            0xB0, 0x03, 0x8B, 0x0D, 0x14, 0x00, 0x00, 0x00, // mov al, 3; mov ecx, [kernsaved]
+            0x3B, 0x0D, 0x0A, 0x00, 0x00, 0x00, 0x75, 0x02, // cmp ecx, [newval]; jne done
+            0xB0, 0x01,                                     // mov al, 1
+            0x66, 0xBA, 0x01, 0x05, 0xEE, 0xF4,             // done: out 0x501, al; hlt
+            0x80, 0x7F, 0x00, 0x00,                         // newval: 0x7f80 (round to zero, all masked)
+            0, 0, 0, 0, 0, 0, 0, 0,                         // kernsaved, usersaved
+        ]
+        var config = MachineConfig(memorySize: 16 << 20, vcpuCount: 1,
+                                   boot: .flatImage(FlatBinary(bytes: code, mode: .long, userAccessible: true)))
+        config.hostQuirks = true
+        let result = try Machine.build(config, console: CapturedConsole()).run()
+        XCTAssertEqual(result.reason, .exitPort(code: 1), "2: ring 3 sees another MXCSR; 3: stmxcsr stored another value")
+        if HostProbe.cachedClass(cacheDirectory: NSTemporaryDirectory() + "swiftvisor-tests") == .emulatedKernelMode {
+            XCTAssertEqual(result.statistics[.emulated], 2, "both instructions were completed by the VMM")
+        }
+    }
+
+    /// The quirk emulator's reading of an instruction, as one comparable line.
+    private func decodeMXCSR(_ bytes: [UInt8], longMode: Bool) -> String? {
+        let (reg, op, len): (Int, MemoryOperand, Int)
+        switch QuirkEmulator.action(for: bytes, longMode: longMode) {
+        case let .loadMXCSR(o, l): (reg, op, len) = (2, o, l)
+        case let .storeMXCSR(o, l): (reg, op, len) = (3, o, l)
+        default: return nil
+        }
+        var text = "\(reg)"
+        if op.ripRelative { text += " rip" }
+        if let b = op.base { text += " base \(b)" }
+        if let i = op.index { text += " index \(i)*\(op.scale)" }
+        text += " disp \(op.displacement)"
+        if let s = op.segmentOverride { text += " seg " + String(s, radix: 16) }
+        return text + " len \(len)"
+    }
+
+    func testMXCSROperandsDecode() {
+        // ldmxcsr [rsp+8] ; stmxcsr gs:[r12+rax*4-4] ; ldmxcsr [rip+0x10] ; 32-bit: ldmxcsr [0x1234]
+        XCTAssertEqual(decodeMXCSR([0x0F, 0xAE, 0x54, 0x24, 0x08], longMode: true), "2 base 4 disp 8 len 5")
+        XCTAssertEqual(decodeMXCSR([0x65, 0x41, 0x0F, 0xAE, 0x5C, 0x84, 0xFC], longMode: true), "3 base 12 index 0*4 disp -4 seg 65 len 7")
+        XCTAssertEqual(decodeMXCSR([0x0F, 0xAE, 0x15, 0x10, 0, 0, 0], longMode: true), "2 rip disp 16 len 7")
+        XCTAssertEqual(decodeMXCSR([0x0F, 0xAE, 0x15, 0x34, 0x12, 0, 0], longMode: false), "2 disp 4660 len 7")
+        XCTAssertNil(decodeMXCSR([0x0F, 0xAE, 0xD0], longMode: true), "a register operand is not ldmxcsr")
+        XCTAssertNil(decodeMXCSR([0x66, 0x0F, 0xAE, 0x10], longMode: true), "0x66 makes it another instruction")
+        XCTAssertNil(decodeMXCSR([0x0F, 0xAE, 0x94, 0x24], longMode: true), "truncated")
+    }
+
+    func testAKernelFailureNamesTheFunctionFromTheKernelsSymbols() throws {
+        try KVMTestHost.skipUnlessUsable()
+        // 0x10 bytes of NOPs, then POPCNT from MMIO, which KVM's emulator cannot do.
+        let code = [UInt8](repeating: 0x90, count: 0x10) + [0x48, 0xBB, 0x00, 0x00, 0x00, 0xD0, 0, 0, 0, 0, 0xF3, 0x48, 0x0F, 0xB8, 0x03, 0xF4]
+        let file = TemporaryFile(bytes: CraftedImage.addingSymbols(CraftedImage.elf64(code: code), [
+            ("startup_64", 0xFFFF_FFFF_8100_0000, 0x10), ("do_popcnt", 0xFFFF_FFFF_8100_0010, 0x10),
+        ]))
+        let config = MachineConfig(memorySize: 64 << 20, boot: .kernel(path: file.path, commandLine: "", initrd: nil))
+        let result = try Machine.build(config, console: CapturedConsole()).run(timeLimit: 30_000_000_000)
+        guard case let .guestFailure(text) = result.reason else { return XCTFail("\(result.reason)") }
+        XCTAssertTrue(text.contains("<do_popcnt+0xa>"), text)
+        XCTAssertTrue(text.contains("RBX 0xd0000000"), text)
+        XCTAssertTrue(text.contains("R15 0x"), text)
     }
 
     func testUnclaimedPortsAndMMIOReadAllOnesAndAreCounted() throws {

@@ -12,7 +12,11 @@ final class RunOptionsTests: XCTestCase {
                        stats: true, json: true),
             RunOptions(config: MachineConfig(boot: .flat(path: "k", mode: .protected, loadAddress: nil, entry: nil), kvmPath: "/dev/kvm2")),
         ]
-        for c in configs { XCTAssertEqual(try RunOptions(arguments: c.arguments), c) }
+        var linux = MachineConfig(memorySize: 512 << 20, vcpuCount: 2, boot: .kernel(path: "/k/vmlinux", commandLine: "console=ttyS0 quiet", initrd: "/k/initrd"))
+        linux.hostQuirks = true
+        linux.pvh = true
+        linux.symbolFile = "/boot/System.map-6.1"
+        for c in configs + [RunOptions(config: linux, timeoutSeconds: 30)] { XCTAssertEqual(try RunOptions(arguments: c.arguments), c) }
     }
 
     func testBadArgumentsAreOneLineErrors() {

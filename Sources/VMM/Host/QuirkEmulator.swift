@@ -1,7 +1,9 @@
+import GuestMemory
 import KVM
 
 /// The instructions Swiftvisor completes for the guest when the host's instruction
-/// emulator rejects them (only with host quirks on: see `HostQuirks`).
+/// emulator rejects them (only with host quirks on: see `HostQuirks`). Each is done
+/// the way the processor would, faults included, so that the guest cannot tell.
 enum QuirkEmulator {
     enum Action: Equatable {
         /// INT3: deliver #BP as the CPU would (a trap: the return address is after it).
@@ -9,32 +11,109 @@ enum QuirkEmulator {
         /// An instruction that needs nothing done here (FWAIT with no pending x87
         /// exception): step over its `length` bytes.
         case skip(length: Int)
+        /// LDMXCSR m32 (0F AE /2): MXCSR from memory, through the vCPU's XSAVE state.
+        case loadMXCSR(MemoryOperand, length: Int)
+        /// STMXCSR m32 (0F AE /3): MXCSR to memory.
+        case storeMXCSR(MemoryOperand, length: Int)
     }
 
-    static func action(for bytes: [UInt8]) -> Action? {
+    /// What to do for the instruction starting with `bytes`, or nil when it is not one
+    /// of these (the failure is then reported). `longMode` is CS.L (64-bit code).
+    static func action(for bytes: [UInt8], longMode: Bool) -> Action? {
         switch bytes.first {
-        case 0xCC: .injectBreakpoint
-        case 0x9B: .skip(length: 1)
-        default: nil
+        case 0xCC: return .injectBreakpoint
+        case 0x9B: return .skip(length: 1)
+        default: break
+        }
+        guard let insn = MemoryOperand.decodeTwoByte(bytes, longMode: longMode), insn.opcode == 0xAE else { return nil }
+        switch insn.reg {
+        case 2: return .loadMXCSR(insn.operand, length: insn.length)
+        case 3: return .storeMXCSR(insn.operand, length: insn.length)
+        default: return nil
         }
     }
 
+    enum Outcome: Equatable {
+        case completed
+        /// The memory operand is not in guest RAM (MMIO, or beyond memory): the
+        /// instruction is left undone and the failure reported.
+        case operandOutsideRAM(UInt64)
+    }
+
     /// Carries out `action` on the vCPU stopped at the failing instruction.
-    static func perform(_ action: Action, on vcpu: VCPU) throws(KVMError) {
+    static func perform(_ action: Action, on vcpu: VCPU, memory: GuestMemory) throws(KVMError) -> Outcome {
         var regs = try vcpu.registers()
         switch action {
         case .injectBreakpoint:
             regs.rip &+= 1
             try vcpu.setRegisters(regs)
-            var events = try vcpu.events()
-            events.exception.injected = 1
-            events.exception.nr = 3
-            events.exception.has_error_code = 0
-            events.exception.error_code = 0
-            try vcpu.setEvents(events)
+            try inject(vector: 3, errorCode: nil, into: vcpu)
         case let .skip(length):
             regs.rip &+= UInt64(length)
             try vcpu.setRegisters(regs)
+        case let .loadMXCSR(operand, length), let .storeMXCSR(operand, length):
+            let sregs = try vcpu.specialRegisters()
+            let isLoad = if case .loadMXCSR = action { true } else { false }
+            let linear = operand.linearAddress(registers: regs, special: sregs, length: length)
+            guard let physical = try physicalAddresses(of: linear, count: 4, vcpu: vcpu, paging: sregs.cr0 & (1 << 31) != 0) else {
+                // Not mapped: the page fault the processor would raise.
+                var s = sregs
+                s.cr2 = linear
+                try vcpu.setSpecialRegisters(s)
+                try inject(vector: 14, errorCode: (isLoad ? 0 : 2) | (sregs.cs.dpl == 3 ? 4 : 0), into: vcpu)
+                return .completed
+            }
+            var state = try vcpu.xsave()
+            if isLoad {
+                var value: UInt32 = 0
+                for (i, p) in physical.enumerated() {
+                    guard let b = try? memory.read(UInt8.self, at: GuestAddress(p)) else { return .operandOutsideRAM(p) }
+                    value |= UInt32(b) << (8 * i)
+                }
+                // Reserved bits set: #GP(0), and MXCSR stays as it was.
+                guard value & ~state.mxcsrMask == 0 else {
+                    try inject(vector: 13, errorCode: 0, into: vcpu)
+                    return .completed
+                }
+                state.mxcsr = value
+                try vcpu.setXSave(state)
+            } else {
+                for (i, p) in physical.enumerated() {
+                    guard (try? memory.write(UInt8(truncatingIfNeeded: state.mxcsr >> (8 * i)), at: GuestAddress(p))) != nil else {
+                        return .operandOutsideRAM(p)
+                    }
+                }
+            }
+            regs.rip &+= UInt64(length)
+            try vcpu.setRegisters(regs)
         }
+        return .completed
+    }
+
+    /// The guest-physical address of each of `count` bytes from `linear` (an operand
+    /// may straddle two pages), or nil if any is unmapped. KVM_TRANSLATE does not say
+    /// whether a page is writable, so a store to a read-only page is not refused.
+    private static func physicalAddresses(of linear: UInt64, count: Int, vcpu: VCPU, paging: Bool) throws(KVMError) -> [UInt64]? {
+        guard paging else { return (0..<UInt64(count)).map { linear &+ $0 } }
+        var result: [UInt64] = []
+        var page: (linear: UInt64, physical: UInt64)? = nil
+        for i in 0..<UInt64(count) {
+            let a = linear &+ i
+            if page?.linear != a & ~0xFFF {
+                guard let p = try vcpu.translate(a & ~0xFFF) else { return nil }
+                page = (a & ~0xFFF, p & ~0xFFF)
+            }
+            result.append(page!.physical | (a & 0xFFF))
+        }
+        return result
+    }
+
+    private static func inject(vector: UInt8, errorCode: UInt32?, into vcpu: VCPU) throws(KVMError) {
+        var events = try vcpu.events()
+        events.exception.injected = 1
+        events.exception.nr = vector
+        events.exception.has_error_code = errorCode == nil ? 0 : 1
+        events.exception.error_code = errorCode ?? 0
+        try vcpu.setEvents(events)
     }
 }
