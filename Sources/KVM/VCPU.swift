@@ -42,6 +42,9 @@ public final class VCPU: @unchecked Sendable {
         self.runPage = p.bindMemory(to: kvm_run.self, capacity: 1)
     }
 
+    /// The VM this vCPU belongs to (for what a vCPU does to others: interrupts).
+    public var virtualMachine: VirtualMachine { vm }
+
     deinit {
         munmap(UnsafeMutableRawPointer(runPage), mmapSize)
         try? fd.close()

@@ -79,6 +79,18 @@ public final class VirtualMachine: Sendable {
         }
     }
 
+    /// `KVM_SIGNAL_MSI`: delivers a message-signalled interrupt to the in-kernel local
+    /// APICs, as a device (or another vCPU's ICR) would. True if a vCPU accepted it.
+    public func signalMSI(address: UInt64, data: UInt32) throws(KVMError) -> Bool {
+        var msi = kvm_msi()
+        msi.address_lo = UInt32(truncatingIfNeeded: address)
+        msi.address_hi = UInt32(truncatingIfNeeded: address >> 32)
+        msi.data = data
+        let n = ckvm_ioctl_ptr(fd.rawValue, CKVM_SIGNAL_MSI, &msi)
+        guard n >= 0 else { throw KVMError.last("KVM_SIGNAL_MSI") }
+        return n > 0
+    }
+
     /// `KVM_IOEVENTFD`: a guest write to `address` signals `eventFD` without an exit.
     public func registerIOEvent(eventFD: Int32, address: UInt64, length: UInt32, pio: Bool) throws(KVMError) {
         var event = kvm_ioeventfd()

@@ -77,6 +77,17 @@ struct ExitLoop: Sendable {
                 }
             case .interrupted:
                 kind = .interrupted
+                // Hosts that leave a hypercall hanging give no exit for it: the machine's
+                // watchdog kicks a vCPU that has been silent, and here it is completed.
+                if quirks, !control.isStopping, stuckAtHypercall() {
+                    switch completeRejectedInstruction(nil) {
+                    case .completed: kind = .emulated
+                    case .notAQuirk: break
+                    case let .failed(reason):
+                        control.stop(.guestFailure(FailureReport.describe(vcpu: vcpu, index: index, memory: memory, symbolFile: symbolFile,
+                                                                         exit: "hypercall: \(reason)", instructionBytes: nil)))
+                    }
+                }
             case let .internalError(e):
                 kind = .internalError
                 switch quirks && e.suberror == 1 ? completeRejectedInstruction(e) : .notAQuirk {
@@ -122,12 +133,18 @@ struct ExitLoop: Sendable {
         return .stopped
     }
 
+    /// Whether the vCPU stands at a VMCALL/VMMCALL in kernel mode.
+    private func stuckAtHypercall() -> Bool {
+        guard let s = try? vcpu.specialRegisters(), s.ss.dpl == 0 else { return false }
+        return QuirkEmulator.action(for: Array(FailureReport.bytesAtRIP(vcpu, memory).prefix(3)), longMode: s.cs.l != 0) == .hypercall
+    }
+
     private enum QuirkResult { case completed, notAQuirk, failed(String) }
 
     /// Completes an instruction the host's emulator rejected when it is one the quirk
     /// emulator knows (`HostQuirks`); anything else is the guest's failure to report.
-    private func completeRejectedInstruction(_ e: InternalError) -> QuirkResult {
-        let bytes = e.instructionBytes.flatMap { $0.isEmpty ? nil : $0 } ?? FailureReport.bytesAtRIP(vcpu, memory)
+    private func completeRejectedInstruction(_ e: InternalError?) -> QuirkResult {
+        let bytes = e?.instructionBytes.flatMap { $0.isEmpty ? nil : $0 } ?? FailureReport.bytesAtRIP(vcpu, memory)
         guard let sregs = try? vcpu.specialRegisters(),
               let action = QuirkEmulator.action(for: bytes, longMode: sregs.cs.l != 0) else { return .notAQuirk }
         do {

@@ -79,7 +79,7 @@ public final class Machine: Sendable {
         // A stop that raced the registrations above must still reach every vCPU.
         if control.isStopping { control.kickAll() }
 
-        waitForStop(signalFD: signalFD, deadline: timeLimit.map { started + $0 })
+        waitForStop(signalFD: signalFD, deadline: timeLimit.map { started + $0 }, watchdog: config.hostQuirks)
         for t in threads { HostThread.join(t) }
         control.unregisterAll()
         if signalFD >= 0 { close(signalFD) }
@@ -95,15 +95,30 @@ public final class Machine: Sendable {
                              guestResidentBytes: memory.residentBytes)
     }
 
-    private func waitForStop(signalFD: Int32, deadline: UInt64?) {
+    /// How often, with host quirks on, a vCPU that has not left KVM_RUN is kicked out
+    /// to see whether it hangs on an instruction the host never completes (a hypercall).
+    static let watchdogPeriodMilliseconds: Int32 = 10
+
+    private func waitForStop(signalFD: Int32, deadline: UInt64?, watchdog: Bool) {
         var fds = [pollfd(fd: control.stopEvent, events: Int16(POLLIN), revents: 0),
                    pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0)]
+        var lastEntries = [UInt64](repeating: .max, count: vcpus.count)
         while !control.isStopping {
             var timeout: Int32 = -1
             if let deadline {
                 let now = monotonicNanoseconds()
                 if now >= deadline { control.stop(.timeLimit); break }
                 timeout = Int32(min((deadline - now + 999_999) / 1_000_000, UInt64(Int32.max)))
+            }
+            if watchdog {
+                // A vCPU with no exit for a whole period is kicked; its exit loop looks at
+                // where it stands. An idle guest costs one exit per period.
+                for (i, s) in statistics.enumerated() {
+                    let entries = s.snapshot().entries
+                    if entries == lastEntries[i], !control.gate.isClosed { control.kick(i) }
+                    lastEntries[i] = entries
+                }
+                timeout = timeout < 0 ? Machine.watchdogPeriodMilliseconds : min(timeout, Machine.watchdogPeriodMilliseconds)
             }
             let n = poll(&fds, nfds_t(signalFD >= 0 ? 2 : 1), timeout)
             if n < 0 { if errno == EINTR { continue } else { break } }

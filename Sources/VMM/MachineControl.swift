@@ -43,6 +43,12 @@ final class MachineControl: PowerControl, Sendable {
         _ = write(stopEvent, &one, 8)
     }
 
+    /// Kicks vCPU `index` out of the guest.
+    func kick(_ index: Int) {
+        let k = kickers.withLock { index < $0.count ? $0[index] : nil }
+        k?.kick()
+    }
+
     /// Kicks every vCPU out of the guest (for pause; stop kicks by itself).
     func kickAll() {
         for k in kickers.withLock({ $0 }) { k.kick() }

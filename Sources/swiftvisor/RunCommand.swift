@@ -79,7 +79,7 @@ struct RunCommand: ParsableCommand {
 
     enum Quirks: String, ExpressibleByArgument, CaseIterable { case auto, on, off }
 
-    @Option(name: .long, help: ArgumentHelp("Work-arounds for hosts whose KVM emulates guest kernel mode (see `swiftvisor doctor`): auto turns them on for Linux kernels where the probe finds such a host.", valueName: "auto|on|off"))
+    @Option(name: .long, help: ArgumentHelp("Work-arounds for hosts whose KVM emulates guest kernel mode (see `swiftvisor doctor`): auto turns them on for kernels (Linux and Multiboot) where the probe finds such a host; flat binaries get them only with on.", valueName: "auto|on|off"))
     var quirks: Quirks = .auto
 
     enum OnReboot: String, ExpressibleByArgument, CaseIterable { case exit, restart }
@@ -157,16 +157,18 @@ struct RunCommand: ParsableCommand {
             let (path, linux) = try RunCommand.bootable(kernel, verbose: verbose)
             options.config.boot = .kernel(path: path, commandLine: cmdline ?? "", initrd: initrd)
             options.config.symbolFile = systemMap ?? RunCommand.systemMap(besides: kernel)
-            options.config.hostQuirks = quirks == .on || (quirks == .auto && linux &&
+            options.config.hostQuirks = quirks == .on || (quirks == .auto &&
                 HostProbe.cachedClass(devicePath: kvmDevice, cacheDirectory: KernelCache.standard().directory + "/..") == .emulatedKernelMode)
             if verbose {
                 let q = HostQuirks.emulatedKernelMode
+                let commandLine = linux ? "kernel command line += \(q.kernelCommandLine.joined(separator: " ")); " : ""
                 StandardStream.error(options.config.hostQuirks
-                    ? "swiftvisor: host quirks on: kernel command line += \(q.kernelCommandLine.joined(separator: " ")); completed by the VMM: \(q.emulatedInstructions.joined(separator: ", "))\n"
+                    ? "swiftvisor: host quirks on: \(commandLine)completed by the VMM: \(q.emulatedInstructions.joined(separator: ", "))\n"
                     : "swiftvisor: host quirks off\n")
             }
-        } else if let image {
-            options.config.boot = .flat(path: image, mode: mode ?? .long, loadAddress: loadAddress, entry: entry)
+        } else {
+            if let image { options.config.boot = .flat(path: image, mode: mode ?? .long, loadAddress: loadAddress, entry: entry) }
+            options.config.hostQuirks = quirks == .on
         }
         if let memory { options.config.memorySize = memory }
         if let cpus { options.config.vcpuCount = cpus }

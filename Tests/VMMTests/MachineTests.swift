@@ -145,6 +145,26 @@ final class MachineTests: XCTestCase {
         return text + " len \(len)"
     }
 
+    /// On hosts whose KVM never retires a hypercall at CPL 0, the VMM's watchdog finds
+    /// the vCPU standing on it and completes it as KVM would; elsewhere KVM does. Either
+    /// way: unknown numbers give -KVM_ENOSYS, KVM_HC_SCHED_YIELD gives 0.
+    func testHypercallsCompleteAsKVMDefinesThem() throws {
+        try KVMTestHost.skipUnlessUsable()
+        let code: [UInt8] = [
+            0x31, 0xC0, 0x0F, 0x01, 0xC1,             // xor eax, eax; vmcall
+            0x48, 0x3D, 0x18, 0xFC, 0xFF, 0xFF,       // cmp rax, -1000
+            0xB0, 0x02, 0x75, 0x11,                   // mov al, 2; jne done
+            0xB8, 0x0B, 0x00, 0x00, 0x00, 0x0F, 0x01, 0xD9, // mov eax, 11 (KVM_HC_SCHED_YIELD); vmmcall
+            0x48, 0x85, 0xC0, 0xB0, 0x03, 0x75, 0x02, // test rax, rax; mov al, 3; jne done
+            0xB0, 0x01,                               // mov al, 1
+            0x66, 0xBA, 0x01, 0x05, 0xEE, 0xF4,       // done: out 0x501, al; hlt
+        ]
+        var config = MachineConfig(memorySize: 16 << 20, vcpuCount: 1, boot: .flatImage(FlatBinary(bytes: code, mode: .long)))
+        config.hostQuirks = true
+        let result = try Machine.build(config, console: CapturedConsole()).run(timeLimit: 20_000_000_000)
+        XCTAssertEqual(result.reason, .exitPort(code: 1), "2: unknown hypercall did not give -KVM_ENOSYS; 3: yield did not give 0")
+    }
+
     func testMXCSROperandsDecode() {
         // ldmxcsr [rsp+8] ; stmxcsr gs:[r12+rax*4-4] ; ldmxcsr [rip+0x10] ; 32-bit: ldmxcsr [0x1234]
         XCTAssertEqual(decodeMXCSR([0x0F, 0xAE, 0x54, 0x24, 0x08], longMode: true), "2 base 4 disp 8 len 5")

@@ -15,6 +15,9 @@ enum QuirkEmulator {
         case loadMXCSR(MemoryOperand, length: Int)
         /// STMXCSR m32 (0F AE /3): MXCSR to memory.
         case storeMXCSR(MemoryOperand, length: Int)
+        /// VMCALL (0F 01 C1) or VMMCALL (0F 01 D9): a KVM hypercall, completed the way
+        /// KVM's own `kvm_emulate_hypercall` does (see `Hypercall`).
+        case hypercall
     }
 
     /// What to do for the instruction starting with `bytes`, or nil when it is not one
@@ -25,6 +28,7 @@ enum QuirkEmulator {
         case 0x9B: return .skip(length: 1)
         default: break
         }
+        if bytes.count >= 3, bytes[0] == 0x0F, bytes[1] == 0x01, bytes[2] == 0xC1 || bytes[2] == 0xD9 { return .hypercall }
         guard let insn = MemoryOperand.decodeTwoByte(bytes, longMode: longMode), insn.opcode == 0xAE else { return nil }
         switch insn.reg {
         case 2: return .loadMXCSR(insn.operand, length: insn.length)
@@ -85,6 +89,16 @@ enum QuirkEmulator {
                 }
             }
             regs.rip &+= UInt64(length)
+            try vcpu.setRegisters(regs)
+        case .hypercall:
+            let sregs = try vcpu.specialRegisters()
+            let longMode = sregs.cs.l != 0
+            let mask: UInt64 = longMode ? .max : 0xFFFF_FFFF
+            let call = Hypercall(number: regs.rax & mask, arguments: [regs.rbx & mask, regs.rcx & mask, regs.rdx & mask, regs.rsi & mask],
+                                 privileged: sregs.ss.dpl == 0)
+            let result = try call.perform(on: vcpu.virtualMachine)
+            regs.rax = UInt64(bitPattern: result) & mask
+            regs.rip &+= 3
             try vcpu.setRegisters(regs)
         }
         return .completed
