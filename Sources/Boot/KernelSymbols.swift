@@ -24,12 +24,16 @@ public struct KernelSymbols: Sendable {
         self.segments = segments.filter { $0.physical != $0.virtual }
     }
 
-    /// Reads `bytes` as an ELF file's symbol table (`SHT_SYMTAB`) or, failing that, as
-    /// a System.map; nil when it is neither or holds no symbols (a stripped kernel).
+    /// Reads `bytes` as an ELF file's symbol table (`SHT_SYMTAB`), else the kernel's own
+    /// kallsyms tables inside it (a stripped distribution vmlinux), or as a System.map;
+    /// nil when none of them yields a symbol.
     public static func read(_ bytes: [UInt8]) -> KernelSymbols? {
-        let symbols = ELFImage.isELF(bytes) ? (try? KernelSymbols(elf: bytes)) : KernelSymbols(systemMap: String(decoding: bytes, as: UTF8.self))
-        guard let symbols, symbols.count > 0 else { return nil }
-        return symbols
+        if ELFImage.isELF(bytes) {
+            if let s = try? KernelSymbols(elf: bytes), s.count > 0 { return s }
+            return KernelSymbols(kallsymsIn: bytes).flatMap { $0.count > 0 ? $0 : nil }
+        }
+        let map = KernelSymbols(systemMap: String(decoding: bytes, as: UTF8.self))
+        return map.count > 0 ? map : nil
     }
 
     /// `nm`-style lines: "ffffffff81000000 T _stext". Lines that are not are skipped,

@@ -45,4 +45,28 @@ final class KernelSymbolsTests: XCTestCase {
         XCTAssertNil(KernelSymbols.read(broken))
         XCTAssertThrowsError(try KernelSymbols(elf: Array(elf.prefix(30))))
     }
+
+    func testKallsymsTablesOfAStrippedKernelAreFoundAndRead() throws {
+        var symbols: [(type: Character, name: String, address: UInt64)] = (0..<300).map { ("T", "function_\($0)", 0xFFFF_FFFF_8100_0000 + UInt64($0) * 0x40) }
+        symbols.append(("t", "tab_" + String(repeating: "x", count: 200), 0xFFFF_FFFF_8200_0000)) // a "big" (two-byte length) name
+        symbols.append(("D", "some_data", 0xFFFF_FFFF_8300_0000))                                    // not code: left out
+        for seqs in [false, true] {
+            let bytes = CraftedImage.kallsyms(symbols, seqsOfNames: seqs)
+            let table = try XCTUnwrap(KernelSymbols(kallsymsIn: bytes), "seqs_of_names: \(seqs)")
+            XCTAssertEqual(table.count, 301)
+            XCTAssertEqual(table.name(for: 0xFFFF_FFFF_8100_0000 + 299 * 0x40 + 5), "function_299+0x5")
+            XCTAssertEqual(table.name(for: 0xFFFF_FFFF_8200_0010), "tab_" + String(repeating: "x", count: 200) + "+0x10")
+        }
+    }
+
+    func testAnythingThatOnlyLooksLikeKallsymsIsNotBelieved() {
+        let good = CraftedImage.kallsyms((0..<300).map { ("T", "f\($0)", 0xFFFF_FFFF_8100_0000 + UInt64($0) * 16) }, seqsOfNames: true, padding: 4096)
+        XCTAssertNotNil(KernelSymbols(kallsymsIn: good))
+        var badIndex = good
+        badIndex[good.count - 4096 - 2] &+= 1 // the last token's offset
+        XCTAssertNil(KernelSymbols(kallsymsIn: badIndex), "a token index that disagrees with the table")
+        XCTAssertNil(KernelSymbols(kallsymsIn: Array(good.prefix(good.count / 2))), "cut in half: no token table")
+        XCTAssertNil(KernelSymbols(kallsymsIn: Array(good.suffix(good.count / 2 + 4096))), "the token table without the names before it")
+        XCTAssertNil(KernelSymbols(kallsymsIn: [UInt8](repeating: 0, count: 10000)))
+    }
 }

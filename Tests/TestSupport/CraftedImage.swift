@@ -118,3 +118,42 @@ extension CraftedImage {
         return b
     }
 }
+
+extension CraftedImage {
+    /// The kallsyms tables `scripts/kallsyms.c` writes for a 64-bit kernel with
+    /// base-relative offsets (KALLSYMS_ABSOLUTE_PERCPU), with or without 6.2's
+    /// `kallsyms_seqs_of_names`, inside `padding` bytes of other data. Token 0 is "ab";
+    /// every other byte value is itself.
+    public static func kallsyms(_ symbols: [(type: Character, name: String, address: UInt64)], relativeBase: UInt64 = 0xFFFF_FFFF_8100_0000,
+                                seqsOfNames: Bool, padding: Int = 4096) -> [UInt8] {
+        var b = [UInt8](repeating: 0x5A, count: padding)
+        func align() { while b.count % 8 != 0 { b.append(0) } }
+        func append(_ v: UInt64, _ n: Int) { for i in 0..<n { b.append(UInt8(truncatingIfNeeded: v >> (8 * UInt64(i)))) } }
+        align()
+        for s in symbols { append(relativeBase &- 1 &- s.address, 4) }
+        align(); append(relativeBase, 8)
+        append(UInt64(symbols.count), 4); align()
+        var markers: [Int] = []
+        let namesAt = b.count
+        for (i, s) in symbols.enumerated() {
+            if i % 256 == 0 { markers.append(b.count - namesAt) }
+            var encoded: [UInt8] = []
+            var chars = Array(String(s.type).utf8) + Array(s.name.utf8)
+            while !chars.isEmpty {
+                if chars.starts(with: Array("ab".utf8)) { encoded.append(0); chars.removeFirst(2) } else { encoded.append(chars.removeFirst()) }
+            }
+            if encoded.count <= 0x7F { b.append(UInt8(encoded.count)) } else { b += [UInt8(encoded.count & 0x7F | 0x80), UInt8(encoded.count >> 7)] }
+            b += encoded
+        }
+        align()
+        for m in markers { append(UInt64(m), 4) }
+        align()
+        if seqsOfNames { for i in 0..<symbols.count { b += [UInt8(i >> 16 & 0xFF), UInt8(i >> 8 & 0xFF), UInt8(i & 0xFF)] }; align() }
+        var index: [Int] = []
+        let tableAt = b.count
+        for i in 0..<256 { index.append(b.count - tableAt); b += (i == 0 ? Array("ab".utf8) : [UInt8(i)]) + [0] }
+        align()
+        for i in index { append(UInt64(i), 2) }
+        return b + [UInt8](repeating: 0xA5, count: padding)
+    }
+}
