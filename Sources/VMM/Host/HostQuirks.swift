@@ -33,6 +33,6 @@ public struct HostQuirks: Sendable, Equatable {
     public static let emulatedKernelMode = HostQuirks(
         kernelCommandLine: ["noxsave", "clearcpuid=popcnt,cx16,smap,smep,umip,ssse3"],
         emulatedInstructions: ["int3 (inject #BP)", "fwait", "ldmxcsr/stmxcsr (through the vCPU's XSAVE state)", "VMCALL/VMMCALL hypercalls the host leaves hanging"],
-        reasons: ["guest kernel mode is emulated: its emulator cannot execute XSAVE, POPCNT, CMPXCHG16B, CLAC/STAC and others at CPL 0, nor deliver INT3"])
+        reasons: ["guest kernel mode is emulated: its emulator cannot execute XSAVE, POPCNT, CMPXCHG16B, CLAC/STAC, LDMXCSR, SSSE3 and others at CPL 0, nor deliver INT3, and a hypercall made at CPL 0 never completes"])
 
 }
