@@ -41,7 +41,8 @@ public struct LinuxKernel: Sendable {
         isBzImage(bytes) || (ELFImage.isELF(bytes) && bytes.count > 4 && bytes[4] == 2)
     }
 
-    static func isBzImage(_ b: [UInt8]) -> Bool {
+    /// A bzImage's boot sector and setup-header magic (the first 0x264 bytes suffice).
+    public static func isBzImage(_ b: [UInt8]) -> Bool {
         b.count >= 0x264 && b[0x1FE] == 0x55 && b[0x1FF] == 0xAA && Array(b[0x202..<0x206]) == Array("HdrS".utf8)
     }
 

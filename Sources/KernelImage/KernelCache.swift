@@ -32,9 +32,15 @@ public struct KernelCache: Sendable {
 
     /// The file to boot for the kernel at `path`.
     public func prepare(_ path: String) throws(Failure) -> Outcome {
+        // The head says what the file is (a Multiboot header lies in the first 8 KiB);
+        // only a bzImage is read whole here: a vmlinux can be tens of megabytes, and the
+        // VMM reads it anyway.
+        let head: [UInt8]
+        do { head = try ImageFile.read(path, limit: 64 << 10) } catch { throw Failure(description: error.description) }
+        let linux = (try? Multiboot.findHeader(head)) == nil && LinuxKernel.recognises(head)
+        guard LinuxKernel.isBzImage(head) else { return .unchanged(linux: linux) }
         let bytes: [UInt8]
         do { bytes = try ImageFile.read(path) } catch { throw Failure(description: error.description) }
-        let linux = (try? Multiboot.findHeader(bytes)) == nil && LinuxKernel.recognises(bytes)
         let kernel: LinuxKernel
         do { kernel = try LinuxKernel(bytes) } catch { return .unchanged(linux: linux) } // the VMM will say what is wrong
         guard kernel.format == .bzImage, let payload = kernel.payload,

@@ -1,11 +1,12 @@
 import Glibc
 import SystemPackage
 
-/// Reads a whole image file, with errors that say which file and why.
+/// Reads a whole image file (or its first `limit` bytes), with errors that say which
+/// file and why.
 public enum ImageFile {
     public static let maximumSize = 1 << 30
 
-    public static func read(_ path: String) throws(MachineError) -> [UInt8] {
+    public static func read(_ path: String, limit: Int = ImageFile.maximumSize) throws(MachineError) -> [UInt8] {
         let fd: FileDescriptor
         do {
             fd = try FileDescriptor.open(FilePath(path), .readOnly, options: [.closeOnExec])
@@ -18,7 +19,7 @@ public enum ImageFile {
         guard fstat(fd.rawValue, &st) == 0 else { throw .file(path: path, why: "cannot stat", missing: false) }
         guard (st.st_mode & S_IFMT) == S_IFREG else { throw .file(path: path, why: "not a regular file", missing: false) }
         guard st.st_size <= maximumSize else { throw .file(path: path, why: "larger than 1 GiB", missing: false) }
-        var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
+        var bytes = [UInt8](repeating: 0, count: min(Int(st.st_size), limit))
         var done = 0
         while done < bytes.count {
             let n: Int
