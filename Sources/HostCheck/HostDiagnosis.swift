@@ -198,7 +198,7 @@ public struct HostDiagnosis: Sendable {
                 checks.append(DiagnosticCheck("host.quirks", "host quirks", .pass, "none needed"))
             } else {
                 checks.append(DiagnosticCheck("host.quirks", "host quirks", .info,
-                    "Swiftvisor turns on for Linux guests: command line \(quirks.kernelCommandLine.joined(separator: " ")); VMM emulation of \(quirks.emulatedInstructions.joined(separator: ", "))"))
+                    "Swiftvisor turns on for kernels: Linux command line += \(quirks.kernelCommandLine.joined(separator: " ")); completed by the VMM: \(quirks.emulatedInstructions.joined(separator: ", "))"))
             }
         }
 
