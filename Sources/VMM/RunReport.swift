@@ -1,3 +1,5 @@
+import Boot
+
 /// What `swiftvisor run` prints after a guest stops: the summary a person reads, or
 /// the same figures as JSON for scripts.
 public struct RunReport: Sendable {
@@ -24,15 +26,27 @@ public struct RunReport: Sendable {
     static func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
     static func padLeft(_ s: String, _ n: Int) -> String { s.count >= n ? s : String(repeating: " ", count: n - s.count) + s }
 
+    /// Why the guest stopped, in one line, and for a guest stopped from outside (time
+    /// limit, signal, the console's quit key) where each vCPU was: with the kernel
+    /// function when its symbols are known, that is where a hung guest hangs.
+    public var stopLines: String {
+        var out = "swiftvisor: \(result.reason.summary)\n"
+        if result.reason == .timeLimit || result.reason == .hostStop || result.reason.kind == "signal" {
+            let rips = result.perVCPU.map(\.finalRIP)
+            let symbols = rips.contains { $0 != nil } ? config.effectiveSymbolFile.flatMap { try? ImageFile.read($0) }.flatMap { KernelSymbols.read($0) } : nil
+            let where_ = rips.enumerated().compactMap { i, rip in
+                rip.map { "vCPU \(i) at RIP 0x\(String($0, radix: 16))" + (symbols?.name(for: $0).map { " <\($0)>" } ?? "") }
+            }
+            if !where_.isEmpty { out += "  " + where_.joined(separator: ", ") + "\n" }
+        }
+        return out
+    }
+
     /// The human summary: why it stopped, what trapped to the VMM and why, and where
     /// the time went.
     public var text: String {
         let s = result.statistics
-        var out = "\nswiftvisor: \(result.reason.summary)\n"
-        if result.reason == .timeLimit || result.reason.kind == "signal" {
-            let where_ = result.perVCPU.enumerated().compactMap { i, s in s.finalRIP.map { "vCPU \(i) at RIP 0x\(String($0, radix: 16))" } }
-            if !where_.isEmpty { out += "  " + where_.joined(separator: ", ") + "\n" }
-        }
+        var out = "\n" + stopLines
         out += "  \(config.vcpuCount) vCPU\(config.vcpuCount == 1 ? "" : "s"), \(ByteSize.format(config.memorySize)) RAM; "
         out += "set up in \(RunReport.ms(result.setupNanoseconds)), ran \(RunReport.ms(result.runNanoseconds))\n"
         out += "  VM exits that reached the VMM: \(s.totalExits)\n"

@@ -121,8 +121,8 @@ func main() -> Never {
         StandardStream.error(report.text)
     } else {
         switch result.reason {
-        case .guestFailure, .vmmFailure, .tripleFault, .timeLimit, .hostStop:
-            StandardStream.error("swiftvisor: \(result.reason.summary)\n")
+        case .guestFailure, .vmmFailure, .tripleFault, .timeLimit, .hostStop, .signal:
+            StandardStream.error(report.stopLines)
         default:
             break
         }

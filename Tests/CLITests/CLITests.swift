@@ -119,6 +119,22 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("stopped by signal 2 (SIGINT)"), r.stderr)
     }
 
+    func testAHungKernelStoppedFromOutsideSaysWhereItHung() throws {
+        try KVMTestHost.skipUnlessUsable()
+        // A vmlinux whose startup_64 calls wait_forever: jmp $.
+        let code: [UInt8] = [0x90, 0x90, 0x90, 0x90, 0xEB, 0xFE]
+        let kernel = TemporaryFile(bytes: CraftedImage.addingSymbols(CraftedImage.elf64(code: code), [
+            ("startup_64", 0xFFFF_FFFF_8100_0000, 4), ("wait_forever", 0xFFFF_FFFF_8100_0004, 2),
+        ]))
+        let timedOut = try swiftvisor(["run", "--kernel", kernel.path, "--quirks", "off", "--timeout", "1"])
+        XCTAssertEqual(timedOut.status, 124, timedOut.stderr)
+        XCTAssertTrue(timedOut.stderr.contains("<wait_forever>"), timedOut.stderr)
+        let signalled = try swiftvisor(["run", "--kernel", kernel.path, "--quirks", "off"], signalAfter: 1)
+        XCTAssertEqual(signalled.status, 130, signalled.stderr)
+        XCTAssertTrue(signalled.stderr.contains("stopped by signal 2 (SIGINT)"), signalled.stderr)
+        XCTAssertTrue(signalled.stderr.contains("vCPU 0 at RIP 0x1000004 <wait_forever>"), signalled.stderr)
+    }
+
     func testGuestFailureIsReportedWithItsInstruction() throws {
         try KVMTestHost.skipUnlessUsable()
         let image = TemporaryFile(bytes: [0x48, 0xBB, 0x00, 0x00, 0x00, 0xD0, 0, 0, 0, 0, 0xF3, 0x48, 0x0F, 0xB8, 0x03])
