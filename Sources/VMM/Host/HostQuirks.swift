@@ -33,7 +33,9 @@ public struct HostQuirks: Sendable, Equatable {
     public static let emulatedKernelMode = HostQuirks(
         // nowatchdog: at a thousandth of the speed, the soft-lockup detector fires on
         // ordinary work, and each report's backtrace (kallsyms lookups) costs minutes.
-        kernelCommandLine: ["noxsave", "clearcpuid=popcnt,cx16,smap,smep,umip,ssse3", "nowatchdog"],
+        // cryptomgr.notests: the crypto self-tests (RSA private-key operations among
+        // them) take tens of minutes there; a kernel booted with fips=1 runs them anyway.
+        kernelCommandLine: ["noxsave", "clearcpuid=popcnt,cx16,smap,smep,umip,ssse3", "nowatchdog", "cryptomgr.notests"],
         emulatedInstructions: ["int3 (inject #BP)", "fwait", "ldmxcsr/stmxcsr (through the vCPU's XSAVE state)", "VMCALL/VMMCALL hypercalls the host leaves hanging"],
         reasons: ["guest kernel mode is emulated: its emulator cannot execute XSAVE, POPCNT, CMPXCHG16B, CLAC/STAC, LDMXCSR, SSSE3 and others at CPL 0, nor deliver INT3, and a hypercall made at CPL 0 never completes"])
 
