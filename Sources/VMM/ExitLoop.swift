@@ -79,8 +79,8 @@ struct ExitLoop: Sendable {
                 kind = .interrupted
                 // Hosts that leave a hypercall hanging give no exit for it: the machine's
                 // watchdog kicks a vCPU that has been silent, and here it is completed.
-                if quirks, !control.isStopping, stuckAtHypercall() {
-                    switch completeRejectedInstruction(nil) {
+                if quirks, !control.isStopping {
+                    switch completeRejectedInstruction(nil, onlyKernelHypercall: true) {
                     case .completed: kind = .emulated
                     case .notAQuirk: break
                     case let .failed(reason):
@@ -133,22 +133,20 @@ struct ExitLoop: Sendable {
         return .stopped
     }
 
-    /// Whether the vCPU stands at a VMCALL/VMMCALL in kernel mode.
-    private func stuckAtHypercall() -> Bool {
-        guard let s = try? vcpu.specialRegisters(), s.ss.dpl == 0 else { return false }
-        return QuirkEmulator.action(for: Array(FailureReport.bytesAtRIP(vcpu, memory).prefix(3)), longMode: s.cs.l != 0) == .hypercall
-    }
-
     private enum QuirkResult { case completed, notAQuirk, failed(String) }
 
     /// Completes an instruction the host's emulator rejected when it is one the quirk
     /// emulator knows (`HostQuirks`); anything else is the guest's failure to report.
-    private func completeRejectedInstruction(_ e: InternalError?) -> QuirkResult {
+    /// `onlyKernelHypercall`: the vCPU was kicked out by the watchdog, not stopped by an
+    /// emulation failure; only a VMCALL/VMMCALL at CPL 0 (which the host never
+    /// completes) is then done, anything else left to run on.
+    private func completeRejectedInstruction(_ e: InternalError?, onlyKernelHypercall: Bool = false) -> QuirkResult {
         let bytes = e?.instructionBytes.flatMap { $0.isEmpty ? nil : $0 } ?? FailureReport.bytesAtRIP(vcpu, memory)
         guard let sregs = try? vcpu.specialRegisters(),
               let action = QuirkEmulator.action(for: bytes, longMode: sregs.cs.l != 0) else { return .notAQuirk }
+        if onlyKernelHypercall, action != .hypercall || sregs.ss.dpl != 0 { return .notAQuirk }
         do {
-            switch try QuirkEmulator.perform(action, on: vcpu, memory: memory) {
+            switch try QuirkEmulator.perform(action, on: vcpu, special: sregs, memory: memory) {
             case .completed: return .completed
             case let .operandOutsideRAM(a): return .failed("its memory operand 0x\(String(a, radix: 16)) is not guest RAM")
             }

@@ -44,8 +44,9 @@ enum QuirkEmulator {
         case operandOutsideRAM(UInt64)
     }
 
-    /// Carries out `action` on the vCPU stopped at the failing instruction.
-    static func perform(_ action: Action, on vcpu: VCPU, memory: GuestMemory) throws(KVMError) -> Outcome {
+    /// Carries out `action` on the vCPU stopped at the failing instruction; `sregs` are
+    /// its special registers as the caller already read them.
+    static func perform(_ action: Action, on vcpu: VCPU, special sregs: SpecialRegisters, memory: GuestMemory) throws(KVMError) -> Outcome {
         var regs = try vcpu.registers()
         switch action {
         case .injectBreakpoint:
@@ -56,7 +57,6 @@ enum QuirkEmulator {
             regs.rip &+= UInt64(length)
             try vcpu.setRegisters(regs)
         case let .loadMXCSR(operand, length), let .storeMXCSR(operand, length):
-            let sregs = try vcpu.specialRegisters()
             let isLoad = if case .loadMXCSR = action { true } else { false }
             let linear = operand.linearAddress(registers: regs, special: sregs, length: length)
             guard let physical = try physicalAddresses(of: linear, count: 4, vcpu: vcpu, paging: sregs.cr0 & (1 << 31) != 0) else {
@@ -91,7 +91,6 @@ enum QuirkEmulator {
             regs.rip &+= UInt64(length)
             try vcpu.setRegisters(regs)
         case .hypercall:
-            let sregs = try vcpu.specialRegisters()
             let longMode = sregs.cs.l != 0
             let mask: UInt64 = longMode ? .max : 0xFFFF_FFFF
             let call = Hypercall(number: regs.rax & mask, arguments: [regs.rbx & mask, regs.rcx & mask, regs.rdx & mask, regs.rsi & mask],
