@@ -11,7 +11,7 @@ enum FailureReport {
         guard let regs = try? vcpu.registers(), let sregs = try? vcpu.specialRegisters() else { return text }
         let mode = sregs.cr0 & 1 == 0 ? "real mode" : (sregs.efer & (1 << 10) != 0 ? (sregs.cs.l != 0 ? "long mode" : "compatibility mode") : "protected mode")
         text += " at RIP 0x\(hex(regs.rip))"
-        if let name = symbolName(for: regs.rip, in: symbolFile) { text += " <\(name)>" }
+        if let name = symbols(in: symbolFile)?.name(for: regs.rip) { text += " <\(name)>" }
         text += " (CS 0x\(hex(UInt64(sregs.cs.selector))), \(mode), CPL \(sregs.cs.dpl))"
         let bytes = instructionBytes.flatMap { $0.isEmpty ? nil : $0 } ?? bytesAtRIP(vcpu, memory)
         if !bytes.isEmpty {
@@ -29,11 +29,11 @@ enum FailureReport {
         return text
     }
 
-    /// The symbol at `address` from the kernel's symbol table or System.map; the file is
-    /// read only now, on the failure path.
-    static func symbolName(for address: UInt64, in file: String?) -> String? {
+    /// The kernel's symbols from `file` (`MachineConfig.effectiveSymbolFile`): read only
+    /// when a report needs them, never while the guest runs.
+    static func symbols(in file: String?) -> KernelSymbols? {
         guard let file, let bytes = try? ImageFile.read(file) else { return nil }
-        return KernelSymbols.read(bytes)?.name(for: address)
+        return KernelSymbols.read(bytes)
     }
 
     /// Up to 15 bytes at the vCPU's RIP, through its paging; empty if unreadable.

@@ -1,5 +1,3 @@
-import Boot
-
 /// What `swiftvisor run` prints after a guest stops: the summary a person reads, or
 /// the same figures as JSON for scripts.
 public struct RunReport: Sendable {
@@ -33,7 +31,7 @@ public struct RunReport: Sendable {
         var out = "swiftvisor: \(result.reason.summary)\n"
         if result.reason == .timeLimit || result.reason == .hostStop || result.reason.kind == "signal" {
             let rips = result.perVCPU.map(\.finalRIP)
-            let symbols = rips.contains { $0 != nil } ? config.effectiveSymbolFile.flatMap { try? ImageFile.read($0) }.flatMap { KernelSymbols.read($0) } : nil
+            let symbols = rips.contains { $0 != nil } ? FailureReport.symbols(in: config.effectiveSymbolFile) : nil
             let where_ = rips.enumerated().compactMap { i, rip in
                 rip.map { "vCPU \(i) at RIP 0x\(String($0, radix: 16))" + (symbols?.name(for: $0).map { " <\($0)>" } ?? "") }
             }
