@@ -1,5 +1,6 @@
 import CKVM
 import Glibc
+import Synchronization
 import SystemPackage
 
 /// General-purpose registers (`struct kvm_regs`).
@@ -26,6 +27,8 @@ public final class VCPU: @unchecked Sendable {
     let mmapSize: Int
     /// Kept so the VM fd outlives its vCPUs in this process.
     let vm: VirtualMachine
+    /// The guest's supported XCR0 (CPUID leaf 0xD), learnt from `setCPUID`.
+    private let permittedXSaveComponents = Atomic<UInt64>(XSaveArea.legacyComponents)
 
     init(fd: FileDescriptor, id: Int, mmapSize: Int, vm: VirtualMachine) throws(KVMError) {
         let p = mmap(nil, mmapSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd.rawValue, 0)
@@ -176,7 +179,7 @@ public final class VCPU: @unchecked Sendable {
     /// `KVM_GET_XSAVE`: the vCPU's extended state as XSAVE lays it out. Where
     /// `KVM_GET_FPU` leaves MXCSR out (some hosts report it as 0), this carries it.
     public func xsave() throws(KVMError) -> XSaveArea {
-        var area = XSaveArea()
+        var area = XSaveArea(permittedComponents: permittedXSaveComponents.load(ordering: .relaxed))
         guard area.withBytes({ ckvm_ioctl_ptr(fd.rawValue, CKVM_GET_XSAVE, $0) }) == 0 else { throw KVMError.last("KVM_GET_XSAVE") }
         return area
     }
@@ -219,11 +222,16 @@ public final class VCPU: @unchecked Sendable {
         }
     }
 
-    /// `KVM_SET_CPUID2`: what the guest's CPUID instruction reports.
+    /// `KVM_SET_CPUID2`: what the guest's CPUID instruction reports. Leaf 0xD (sub-leaf
+    /// 0) also fixes which XSAVE components the guest may use, which `xsave()` needs.
     public func setCPUID(_ entries: [CPUIDEntry]) throws(KVMError) {
         var buffer = CPUIDBuffer(entries: entries)
         guard buffer.withHeader({ ckvm_ioctl_ptr(fd.rawValue, CKVM_SET_CPUID2, $0) }) == 0 else {
             throw KVMError.last("KVM_SET_CPUID2")
+        }
+        if let leaf = entries.first(where: { $0.function == 0xD && $0.index == 0 }) {
+            let supported = UInt64(leaf.eax) | UInt64(leaf.edx) << 32
+            permittedXSaveComponents.store(supported | XSaveArea.legacyComponents, ordering: .relaxed)
         }
     }
 
@@ -250,24 +258,82 @@ public final class VCPU: @unchecked Sendable {
     }
 }
 
-/// `struct kvm_xsave`: 4 KiB in the XSAVE standard format, the FXSAVE legacy area first.
+/// The state components of the XSAVE area, by their bit in XCR0 and `XSTATE_BV`
+/// (Intel SDM vol. 1, 13.1).
+public enum XSaveComponent: Int, Sendable, CaseIterable {
+    /// x87: FCW, FSW, the ST registers (legacy area).
+    case x87 = 0
+    /// SSE: the XMM registers and MXCSR (legacy area).
+    case sse = 1
+    /// AVX: the upper halves of the YMM registers.
+    case avx = 2
+
+    public var mask: UInt64 { 1 << UInt64(rawValue) }
+}
+
+/// `struct kvm_xsave`: 4 KiB in the XSAVE standard format: the FXSAVE legacy area
+/// (512 bytes), then the XSAVE header (`XSTATE_BV`, `XCOMP_BV`), then the extended
+/// components.
+///
+/// The header matters when the area goes back to KVM: Linux copies a component from
+/// the buffer given to `KVM_SET_XSAVE` only when its bit is set in `XSTATE_BV`
+/// (`copy_uabi_to_xstate`; MXCSR travels with FP, SSE or AVX). A vCPU that has not yet
+/// touched the FPU or SSE reports none of those bits, so a value written into the area
+/// would be silently dropped. Every setter here therefore marks the component it
+/// writes, as the processor's own XSAVE would, but never one outside
+/// `permittedComponents` (the XCR0 bits this guest may use: KVM refuses an area with
+/// any other bit, and the guest could not have produced one).
 public struct XSaveArea: Sendable {
     public static let size = MemoryLayout<kvm_xsave>.size
+    /// Offsets in the standard format.
+    static let mxcsrOffset = 24, mxcsrMaskOffset = 28, xstateBVOffset = 512, xcompBVOffset = 520
+    /// What a 64-bit processor always has: FXSAVE's legacy area (x87 and SSE).
+    public static let legacyComponents = XSaveComponent.x87.mask | XSaveComponent.sse.mask
+
     private var storage = [UInt64](repeating: 0, count: XSaveArea.size / 8)
+    /// The components `XSTATE_BV` may name (the guest's supported XCR0).
+    public let permittedComponents: UInt64
 
-    public init() {}
+    public init(permittedComponents: UInt64 = XSaveArea.legacyComponents) {
+        self.permittedComponents = permittedComponents
+    }
 
-    /// The SSE control and status register (legacy area, byte 24).
+    /// The SSE control and status register (legacy area, byte 24). Setting it marks
+    /// the SSE component present, so that `KVM_SET_XSAVE` takes it.
     public var mxcsr: UInt32 {
-        get { storage.withUnsafeBytes { $0.load(fromByteOffset: 24, as: UInt32.self) } }
-        set { storage.withUnsafeMutableBytes { $0.storeBytes(of: newValue, toByteOffset: 24, as: UInt32.self) } }
+        get { storage.withUnsafeBytes { $0.load(fromByteOffset: XSaveArea.mxcsrOffset, as: UInt32.self) } }
+        set {
+            storage.withUnsafeMutableBytes { $0.storeBytes(of: newValue, toByteOffset: XSaveArea.mxcsrOffset, as: UInt32.self) }
+            markPresent(.sse)
+        }
     }
 
     /// Bits of MXCSR the processor accepts (legacy area, byte 28; 0 means 0xFFBF).
     public var mxcsrMask: UInt32 {
-        let m = storage.withUnsafeBytes { $0.load(fromByteOffset: 28, as: UInt32.self) }
+        let m = storage.withUnsafeBytes { $0.load(fromByteOffset: XSaveArea.mxcsrMaskOffset, as: UInt32.self) }
         return m == 0 ? 0xFFBF : m
     }
+
+    /// `XSTATE_BV` (header, byte 512): which components hold state rather than their
+    /// initial configuration.
+    public var xstateBV: UInt64 {
+        storage.withUnsafeBytes { $0.load(fromByteOffset: XSaveArea.xstateBVOffset, as: UInt64.self) }
+    }
+
+    /// `XCOMP_BV` (header, byte 520): 0 in the standard (uncompacted) format, the only
+    /// one `KVM_GET_XSAVE` returns and `KVM_SET_XSAVE` takes.
+    public var xcompBV: UInt64 {
+        storage.withUnsafeBytes { $0.load(fromByteOffset: XSaveArea.xcompBVOffset, as: UInt64.self) }
+    }
+
+    /// Marks `component` as holding state in `XSTATE_BV`, if this guest may use it.
+    public mutating func markPresent(_ component: XSaveComponent) {
+        let bits = xstateBV | (component.mask & permittedComponents)
+        storage.withUnsafeMutableBytes { $0.storeBytes(of: bits, toByteOffset: XSaveArea.xstateBVOffset, as: UInt64.self) }
+    }
+
+    /// The area as bytes, for tests and snapshots.
+    public var bytes: [UInt8] { storage.withUnsafeBytes { Array($0) } }
 
     mutating func withBytes<R>(_ body: (UnsafeMutableRawPointer) -> R) -> R {
         storage.withUnsafeMutableBytes { body($0.baseAddress!) }

@@ -99,6 +99,10 @@ final class MachineTests: XCTestCase {
     /// ldmxcsr and stmxcsr in kernel mode, then stmxcsr natively in ring 3: the value
     /// the VMM put into MXCSR is what the processor holds. Where kernel mode runs on
     /// hardware the instructions never reach the VMM and the guest's checks still hold.
+    /// Host behaviour relied on, whatever the vCPU used before: `KVM_SET_XSAVE` takes
+    /// MXCSR when `XSTATE_BV` names SSE (XSaveArea marks it); whether the VMM completes
+    /// the instructions is probed (HostProbe), not assumed. Machines of one kind differed
+    /// here once: the SSE bit was set on some and clear on others (issue 12).
     func testHostQuirksCompleteLDMXCSRAndSTMXCSRInTheVCPUState() throws {
         try KVMTestHost.skipUnlessUsable()
         let code: [UInt8] = [
