@@ -45,7 +45,7 @@ let package = Package(
         // Helpers shared by the test targets (KVM availability, temporary files).
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"]),
-        .testTarget(name: "KVMTests", dependencies: ["KVM", "GuestMemory", "Boot", "VMM", "TestSupport"]),
+        .testTarget(name: "KVMTests", dependencies: ["KVM", "CLinux", "GuestMemory", "Boot", "VMM", "TestSupport"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory", "TestSupport", "KernelImage", "CLzma", "CZlib", "CZstd", "CLZ4"]),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "Boot", "Devices", "GuestMemory", "TestSupport", "HostCheck"]),

@@ -5,20 +5,20 @@ import GuestMemory
 /// through S5), FACS, a DSDT holding `\_S5`, and a MADT listing one local APIC per
 /// vCPU, the IOAPIC and the usual ISA overrides. ACPI 6.x, section 5.2.
 public enum ACPITables {
-    /// Where the tables go: the BIOS area, where guests scan for "RSD PTR ".
-    public static let base: UInt64 = 0xE_0000
-    public static let areaSize: UInt64 = 0x2_0000
+    /// Where the tables go (`AddressMap`).
+    public static let base: UInt64 = AddressMap.acpiTables
+    public static let areaSize: UInt64 = AddressMap.acpiTablesSize
 
     /// The PIIX-style power-management block the FADT describes (as in QEMU's PC).
-    public static let pmBase: UInt16 = 0xB000
+    public static let pmBase: UInt16 = AddressMap.pmBlock
     public static let pm1EventPort: UInt16 = pmBase
     public static let pm1ControlPort: UInt16 = pmBase + 4
     public static let pmTimerPort: UInt16 = pmBase + 8
     /// The SLP_TYP value `\_S5` declares: writing it with SLP_EN to PM1 control powers off.
     public static let s5SleepType: UInt16 = 5
-    public static let sciIRQ: UInt16 = 9
-    public static let localAPICAddress: UInt32 = 0xFEE0_0000
-    public static let ioAPICAddress: UInt32 = 0xFEC0_0000
+    public static let sciIRQ = UInt16(AddressMap.sciIRQ)
+    public static let localAPICAddress = UInt32(AddressMap.localAPIC)
+    public static let ioAPICAddress = UInt32(AddressMap.ioAPIC)
 
     static let oem = "SWIFTV"
     static let oemTable = "SWIFTVSR"
@@ -153,7 +153,7 @@ public enum PlatformMemoryMap {
     public static let reserved: UInt32 = 2
     public static let acpi: UInt32 = 3
 
-    /// Entries for the RAM `ranges` (as `RAMLayout` lays them out).
+    /// Entries for the RAM `ranges` (as `AddressMap.ramRanges` lays them out).
     public static func entries(ramRanges: [(start: UInt64, size: UInt64)]) -> [(base: UInt64, length: UInt64, type: UInt32)] {
         var out: [(UInt64, UInt64, UInt32)] = []
         for r in ramRanges {

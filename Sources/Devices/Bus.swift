@@ -2,119 +2,194 @@ import Synchronization
 
 /// Which device answers which I/O port or MMIO address.
 ///
-/// Built once with `register` calls, then read concurrently by every vCPU thread
-/// without locks: lookups are a binary search over sorted, non-overlapping ranges.
+/// The map is an immutable table of sorted, non-overlapping ranges. Changing it (a
+/// device added, a PCI BAR moved by the guest) publishes a new table and bumps a
+/// generation number; each vCPU thread reads through its own `Reader`, which keeps the
+/// table it last saw and re-reads it only when the generation moved. So the exit path
+/// costs one atomic load and a binary search, never a lock, while the map can still
+/// change under a running guest; a table nobody reads any more is freed by reference
+/// counting.
+///
 /// Accesses nobody claims are answered the way an empty ISA/PCI bus answers (reads of
-/// all ones, writes dropped) and counted, so a guest probing for hardware never
-/// crashes the VMM.
+/// all ones, writes dropped) and counted, so a guest probing for hardware never crashes
+/// the VMM.
 public final class Bus: Sendable {
-    struct Mapping<Device>: Sendable where Device: Sendable {
-        let start: UInt64
-        let length: UInt64
-        let device: Device
-        let name: String
-        var end: UInt64 { start + length }
+    /// One registered range.
+    public struct Mapping: Sendable {
+        public let space: AddressSpace
+        public let start: UInt64
+        public let length: UInt64
+        public let device: any BusDevice
+        /// The device's number for this range (see `BusDevice`).
+        public let region: Int
+        /// The owner's stable id (`DeviceManager`), e.g. "com1".
+        public let id: String
+        /// What reports call it, e.g. "COM1 8250 UART".
+        public let name: String
+        public var end: UInt64 { start &+ length }
     }
 
-    private let ports: [Mapping<any PortIODevice>]
-    private let mmio: [Mapping<any MMIODevice>]
+    /// A frozen map: what one generation of the bus looks like.
+    final class Table: Sendable {
+        let ports: [Mapping]
+        let mmio: [Mapping]
+        let generation: UInt64
+
+        init(_ mappings: [Mapping], generation: UInt64) {
+            ports = mappings.filter { $0.space == .port }.sorted { $0.start < $1.start }
+            mmio = mappings.filter { $0.space == .mmio }.sorted { $0.start < $1.start }
+            self.generation = generation
+        }
+
+        var all: [Mapping] { ports + mmio }
+
+        @inline(__always)
+        func find(_ space: AddressSpace, _ address: UInt64) -> Mapping? {
+            let table = space == .port ? ports : mmio
+            var lo = 0, hi = table.count
+            while lo < hi {
+                let mid = (lo + hi) / 2
+                if table[mid].end <= address { lo = mid + 1 } else { hi = mid }
+            }
+            guard lo < table.count, table[lo].start <= address else { return nil }
+            return table[lo]
+        }
+    }
+
+    private let current: Mutex<Table>
+    private let generation = Atomic<UInt64>(0)
     private let unclaimed = Atomic<UInt64>(0)
 
     public struct OverlapError: Error, CustomStringConvertible, Sendable {
-        public let kind: String
+        public let space: AddressSpace
         public let start: UInt64
         public let length: UInt64
+        public let other: String?
         public var description: String {
-            "\(kind) range 0x\(String(start, radix: 16)) (+\(length)) overlaps a device already registered"
+            let kind = space == .port ? "I/O port" : "MMIO"
+            let range = "\(kind) range 0x\(String(start, radix: 16)) (+\(length))"
+            if let other { return "\(range) overlaps \(other)" }
+            return "\(range) is empty or wraps around the address space"
         }
     }
 
-    /// Collects registrations, refusing overlaps, before the bus is frozen.
-    public struct Builder {
-        var ports: [Mapping<any PortIODevice>] = []
-        var mmio: [Mapping<any MMIODevice>] = []
-        public init() {}
+    public init() { current = Mutex(Table([], generation: 0)) }
 
-        public mutating func register(_ device: any PortIODevice, port: UInt16, count: UInt16, name: String = "device") throws(OverlapError) {
-            let m = Mapping(start: UInt64(port), length: UInt64(count), device: device, name: name)
-            guard count > 0, !ports.contains(where: { $0.start < m.end && m.start < $0.end }) else {
-                throw OverlapError(kind: "I/O port", start: m.start, length: m.length)
+    /// The highest address each space has (ports are 16-bit).
+    static func limit(_ space: AddressSpace) -> UInt64 { space == .port ? 0x1_0000 : .max }
+
+    /// Adds `device` at `[start, start + length)`, refusing empty, wrapping or
+    /// overlapping ranges.
+    public func register(_ device: any BusDevice, space: AddressSpace, start: UInt64, length: UInt64,
+                         region: Int = 0, id: String, name: String? = nil) throws(OverlapError) {
+        let m = Mapping(space: space, start: start, length: length, device: device, region: region, id: id, name: name ?? id)
+        try publish { mappings throws(OverlapError) in
+            try Bus.check(m, against: mappings)
+            mappings.append(m)
+        }
+    }
+
+    /// Moves region `region` of device `id` to `newStart` (a guest re-programming a PCI
+    /// BAR), while vCPUs run. Moving onto another device's range is refused.
+    public func move(id: String, region: Int, space: AddressSpace, to newStart: UInt64) throws(OverlapError) {
+        try publish { mappings throws(OverlapError) in
+            guard let i = mappings.firstIndex(where: { $0.id == id && $0.region == region && $0.space == space }) else { return }
+            let old = mappings.remove(at: i)
+            let moved = Mapping(space: space, start: newStart, length: old.length, device: old.device,
+                                region: region, id: id, name: old.name)
+            do throws(OverlapError) { try Bus.check(moved, against: mappings) } catch { mappings.insert(old, at: i); throw error }
+            mappings.append(moved)
+        }
+    }
+
+    /// Removes every range of device `id` (a PCI BAR whose decoding the guest turned off).
+    public func unregister(id: String, region: Int? = nil) {
+        publish { mappings in mappings.removeAll { $0.id == id && (region == nil || $0.region == region) } }
+    }
+
+    private static func check(_ m: Mapping, against mappings: [Mapping]) throws(OverlapError) {
+        guard m.length > 0, m.start.addingReportingOverflow(m.length).overflow == false,
+              m.start + m.length <= limit(m.space) || m.space == .mmio else {
+            throw OverlapError(space: m.space, start: m.start, length: m.length, other: nil)
+        }
+        if let other = mappings.first(where: { $0.space == m.space && $0.start < m.end && m.start < $0.end }) {
+            throw OverlapError(space: m.space, start: m.start, length: m.length, other: "\(other.name) (\(other.id))")
+        }
+    }
+
+    private func publish<E: Error>(_ change: (inout [Mapping]) throws(E) -> Void) throws(E) {
+        try current.withLock { (table: inout Table) throws(E) in
+            var mappings = table.all
+            try change(&mappings)
+            table = Table(mappings, generation: table.generation + 1)
+            generation.store(table.generation, ordering: .releasing)
+        }
+    }
+
+    /// The current map, for one reader.
+    func snapshot() -> Table { current.withLock { $0 } }
+
+    /// Every registered range, ports first, each space in address order.
+    public var mappings: [Mapping] { snapshot().all }
+
+    /// A vCPU thread's view of the bus: the table it last saw, refreshed when the map
+    /// changes. Not shared between threads.
+    public struct Reader {
+        let bus: Bus
+        var table: Table
+
+        /// The access `data.size` bytes wide at `address` in `space`. Reads fill `data`.
+        @inline(__always)
+        public mutating func access(_ space: AddressSpace, _ address: UInt64, write: Bool, data: inout AccessData) {
+            if bus.generation.load(ordering: .acquiring) != table.generation { table = bus.snapshot() }
+            guard let m = table.find(space, address) else {
+                bus.unclaimed.add(1, ordering: .relaxed)
+                if !write { data = .allOnes(size: data.size) }
+                return
             }
-            ports.append(m)
-        }
-
-        public mutating func register(_ device: any MMIODevice, address: UInt64, length: UInt64, name: String = "device") throws(OverlapError) {
-            let m = Mapping(start: address, length: length, device: device, name: name)
-            guard length > 0, address.addingReportingOverflow(length).overflow == false,
-                  !mmio.contains(where: { $0.start < m.end && m.start < $0.end }) else {
-                throw OverlapError(kind: "MMIO", start: address, length: length)
+            if write {
+                m.device.write(region: m.region, offset: address - m.start, data: data)
+            } else {
+                m.device.read(region: m.region, offset: address - m.start, data: &data)
             }
-            mmio.append(m)
         }
-
-        public func build() -> Bus { Bus(ports: ports, mmio: mmio) }
     }
 
-    init(ports: [Mapping<any PortIODevice>], mmio: [Mapping<any MMIODevice>]) {
-        self.ports = ports.sorted { $0.start < $1.start }
-        self.mmio = mmio.sorted { $0.start < $1.start }
-    }
+    public func reader() -> Reader { Reader(bus: self, table: snapshot()) }
 
-    @inline(__always)
-    private static func find<D>(_ table: [Mapping<D>], _ address: UInt64) -> Mapping<D>? {
-        var lo = 0, hi = table.count
-        while lo < hi {
-            let mid = (lo + hi) / 2
-            if table[mid].end <= address { lo = mid + 1 } else { hi = mid }
-        }
-        guard lo < table.count, table[lo].start <= address else { return nil }
-        return table[lo]
-    }
-
-    private static func allOnes(_ size: Int) -> UInt64 { size >= 8 ? ~0 : (1 << (8 * UInt64(size))) - 1 }
+    // Convenience for tests and slow paths (each takes a fresh view).
 
     /// An IN of `size` bytes from `port`.
     public func readPort(_ port: UInt16, size: Int) -> UInt32 {
-        guard let m = Bus.find(ports, UInt64(port)) else {
-            unclaimed.add(1, ordering: .relaxed)
-            return UInt32(truncatingIfNeeded: Bus.allOnes(size))
-        }
-        return m.device.read(offset: UInt16(UInt64(port) - m.start), size: size)
+        var r = reader(), d = AccessData(size: size)
+        r.access(.port, UInt64(port), write: false, data: &d)
+        return UInt32(truncatingIfNeeded: d.value)
     }
 
     /// An OUT of `size` bytes to `port`.
     public func writePort(_ port: UInt16, size: Int, value: UInt32) {
-        guard let m = Bus.find(ports, UInt64(port)) else {
-            unclaimed.add(1, ordering: .relaxed)
-            return
-        }
-        m.device.write(offset: UInt16(UInt64(port) - m.start), size: size, value: value)
+        var r = reader(), d = AccessData(size: size, value: UInt64(value))
+        r.access(.port, UInt64(port), write: true, data: &d)
     }
 
     /// An MMIO read of `size` bytes at `address`.
     public func readMMIO(_ address: UInt64, size: Int) -> UInt64 {
-        guard let m = Bus.find(mmio, address) else {
-            unclaimed.add(1, ordering: .relaxed)
-            return Bus.allOnes(size)
-        }
-        return m.device.read(offset: address - m.start, size: size)
+        var r = reader(), d = AccessData(size: size)
+        r.access(.mmio, address, write: false, data: &d)
+        return d.value
     }
 
     /// An MMIO write of `size` bytes at `address`.
     public func writeMMIO(_ address: UInt64, size: Int, value: UInt64) {
-        guard let m = Bus.find(mmio, address) else {
-            unclaimed.add(1, ordering: .relaxed)
-            return
-        }
-        m.device.write(offset: address - m.start, size: size, value: value)
+        var r = reader(), d = AccessData(size: size, value: value)
+        r.access(.mmio, address, write: true, data: &d)
     }
 
-    /// The name a device was registered under at `port`, or "unclaimed".
-    public func portName(_ port: UInt16) -> String { Bus.find(ports, UInt64(port))?.name ?? "unclaimed" }
+    /// The name a device was registered under at `address`, or "unclaimed".
+    public func name(_ space: AddressSpace, _ address: UInt64) -> String { snapshot().find(space, address)?.name ?? "unclaimed" }
 
-    /// The name of the MMIO device at `address`, or "unclaimed".
-    public func mmioName(_ address: UInt64) -> String { Bus.find(mmio, address)?.name ?? "unclaimed" }
+    public func portName(_ port: UInt16) -> String { name(.port, UInt64(port)) }
 
-    /// Accesses that no device claimed, since the machine started.
+    /// Accesses that no device claimed, since the bus was made.
     public var unclaimedAccesses: UInt64 { unclaimed.load(ordering: .relaxed) }
 }

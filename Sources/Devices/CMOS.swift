@@ -5,8 +5,7 @@ import Synchronization
 /// guest reads the host's current time (UTC) in the format it selected in status
 /// register B (BCD or binary, 12 or 24 hours), plus the BIOS's memory-size bytes.
 /// Writes to the clock registers are ignored, as the clock follows the host.
-public final class CMOS: PortIODevice {
-    public static let port: UInt16 = 0x70
+public final class CMOS: BusDevice {
     public static let portCount: UInt16 = 2
 
     private struct State {
@@ -31,19 +30,19 @@ public final class CMOS: PortIODevice {
         state = Mutex(State(ram: ram))
     }
 
-    public func read(offset: UInt16, size: Int) -> UInt32 {
-        guard offset == 1 else { return 0xFF }
-        return state.withLock { s in
+    public func read(region: Int, offset: UInt64, data: inout AccessData) {
+        guard offset == 1 else { data.value = 0xFF; return }
+        data.value = state.withLock { s -> UInt64 in
             let i = Int(s.index & 0x7F)
-            if let t = CMOS.clock(i, statusB: s.ram[0x0B]) { return UInt32(t) }
+            if let t = CMOS.clock(i, statusB: s.ram[0x0B]) { return UInt64(t) }
             let v = s.ram[i]
             if i == 0x0C { s.ram[0x0C] = 0 } // reading status C acknowledges
-            return UInt32(v)
+            return UInt64(v)
         }
     }
 
-    public func write(offset: UInt16, size: Int, value: UInt32) {
-        let v = UInt8(truncatingIfNeeded: value)
+    public func write(region: Int, offset: UInt64, data: AccessData) {
+        let v = data.byte
         state.withLock { s in
             if offset == 0 { s.index = v; return } // bit 7 (NMI disable) is kept and ignored
             let i = Int(s.index & 0x7F)

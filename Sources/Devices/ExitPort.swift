@@ -4,16 +4,15 @@
 ///
 /// The value written (1, 2 or 4 bytes) is the exit code, truncated to 0...255 as a
 /// process exit status is. Reads return 0.
-public final class ExitPort: PortIODevice {
-    public static let port: UInt16 = 0x501
+public final class ExitPort: BusDevice {
 
     let power: any PowerControl
 
     public init(power: any PowerControl) { self.power = power }
 
-    public func read(offset: UInt16, size: Int) -> UInt32 { 0 }
+    public func read(region: Int, offset: UInt64, data: inout AccessData) { data.value = 0 }
 
-    public func write(offset: UInt16, size: Int, value: UInt32) {
-        power.guestExit(code: Int32(value & 0xFF))
+    public func write(region: Int, offset: UInt64, data: AccessData) {
+        power.guestExit(code: Int32(data.byte))
     }
 }

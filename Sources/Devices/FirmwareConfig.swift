@@ -4,8 +4,7 @@ import Synchronization
 /// data at 0x511): a guest selects a key, then reads its value a byte at a time.
 /// kvm-unit-tests reads the CPU count and RAM size this way. Keys and encodings follow
 /// QEMU's docs/specs/fw_cfg.rst; the DMA interface is not offered (the ID says so).
-public final class FirmwareConfig: PortIODevice {
-    public static let port: UInt16 = 0x510
+public final class FirmwareConfig: BusDevice {
     public static let portCount: UInt16 = 2
 
     public enum Key {
@@ -35,23 +34,24 @@ public final class FirmwareConfig: PortIODevice {
         ]
     }
 
-    public func read(offset: UInt16, size: Int) -> UInt32 {
-        guard offset == 1 else { return 0 }
-        return cursor.withLock { c in
-            var v: UInt32 = 0
+    public func read(region: Int, offset: UInt64, data: inout AccessData) {
+        guard offset == 1 else { data.value = 0; return }
+        let size = data.size
+        data.value = cursor.withLock { c -> UInt64 in
+            var v: UInt64 = 0
             // A wider read returns consecutive bytes, as QEMU's data port does.
             for i in 0..<size {
                 let item = items[c.key] ?? []
                 let b = c.offset < item.count ? item[c.offset] : 0
-                v |= UInt32(b) << (8 * UInt32(i))
+                v |= UInt64(b) << (8 * UInt64(i))
                 c.offset += 1
             }
             return v
         }
     }
 
-    public func write(offset: UInt16, size: Int, value: UInt32) {
+    public func write(region: Int, offset: UInt64, data: AccessData) {
         guard offset == 0 else { return } // the data port is read-only here
-        cursor.withLock { $0 = Cursor(key: UInt16(truncatingIfNeeded: value), offset: 0) }
+        cursor.withLock { $0 = Cursor(key: UInt16(truncatingIfNeeded: data.value), offset: 0) }
     }
 }

@@ -4,9 +4,7 @@ import Synchronization
 /// status and command byte, self tests, and the CPU reset line (command 0xFE, or an
 /// output-port write with bit 0 clear), which is how Linux reboots with `reboot=k`.
 /// Ports 0x60 (data) and 0x64 (status and command).
-public final class I8042: Sendable {
-    public static let dataPort: UInt16 = 0x60
-    public static let commandPort: UInt16 = 0x64
+public final class I8042: BusDevice {
 
     let power: any PowerControl
     private struct State {
@@ -19,31 +17,31 @@ public final class I8042: Sendable {
 
     public init(power: any PowerControl) { self.power = power }
 
-    /// Registered twice (0x60 and 0x64); the window says which port it is.
-    public func window(_ port: UInt16) -> any PortIODevice { Window(device: self, port: port) }
+    /// Its two ranges: the data port (0x60) and the status/command port (0x64).
+    public enum Region: Int, Sendable { case data = 0, command = 1 }
 
-    final class Window: PortIODevice {
-        let device: I8042
-        let port: UInt16
-        init(device: I8042, port: UInt16) { self.device = device; self.port = port }
-        func read(offset: UInt16, size: Int) -> UInt32 { device.read(port: port) }
-        func write(offset: UInt16, size: Int, value: UInt32) { device.write(port: port, value: UInt8(truncatingIfNeeded: value)) }
+    public func read(region: Int, offset: UInt64, data: inout AccessData) {
+        data.value = UInt64(read(region == Region.command.rawValue))
     }
 
-    func read(port: UInt16) -> UInt32 {
+    public func write(region: Int, offset: UInt64, data: AccessData) {
+        write(region == Region.command.rawValue, value: data.byte)
+    }
+
+    func read(_ command: Bool) -> UInt8 {
         state.withLock { s in
-            if port == I8042.commandPort {
+            if command {
                 // OBF, system flag, command/data, keyboard not inhibited.
-                return UInt32((s.output.isEmpty ? 0 : 0x01) | 0x04 | (s.lastWasCommand ? 0x08 : 0) | 0x10)
+                return (s.output.isEmpty ? 0 : 0x01) | 0x04 | (s.lastWasCommand ? 0x08 : 0) | 0x10
             }
-            return s.output.isEmpty ? 0 : UInt32(s.output.removeFirst())
+            return s.output.isEmpty ? 0 : s.output.removeFirst()
         }
     }
 
-    func write(port: UInt16, value: UInt8) {
+    func write(_ command: Bool, value: UInt8) {
         var reset = false
         state.withLock { s in
-            if port == I8042.commandPort {
+            if command {
                 s.lastWasCommand = true
                 switch value {
                 case 0x20: s.output.append(s.commandByte)

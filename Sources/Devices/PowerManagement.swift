@@ -7,19 +7,19 @@ import Synchronization
 /// counter at 3.579545 MHz derived from the host's monotonic clock. The power button
 /// (PM1 status bit 8) raises the SCI while the guest has it enabled, which is how a host
 /// asks an ACPI guest to shut down.
-public final class PowerManagement: PortIODevice {
+public final class PowerManagement: PowerButtonDevice {
     public static let portCount: UInt16 = 12
     public static let timerFrequency: UInt64 = 3_579_545
 
     let power: any PowerControl
     let s5SleepType: UInt16
-    let sci: (any InterruptLine)?
+    let sci: (any InterruptSource)?
     static let powerButtonBit: UInt16 = 1 << 8
     private struct Registers { var status: UInt16 = 0; var enable: UInt16 = 0; var control: UInt16 = 1 } // SCI_EN: ACPI mode
     private let registers = Mutex(Registers())
     private let started: UInt64
 
-    public init(power: any PowerControl, s5SleepType: UInt16, sci: (any InterruptLine)? = nil) {
+    public init(power: any PowerControl, s5SleepType: UInt16, sci: (any InterruptSource)? = nil) {
         self.power = power
         self.sci = sci
         self.s5SleepType = s5SleepType
@@ -40,7 +40,11 @@ public final class PowerManagement: PortIODevice {
         return UInt32(truncatingIfNeeded: ticks)
     }
 
-    public func read(offset: UInt16, size: Int) -> UInt32 {
+    public func read(region: Int, offset: UInt64, data: inout AccessData) {
+        data.value = UInt64(register(at: offset))
+    }
+
+    func register(at offset: UInt64) -> UInt32 {
         switch offset {
         case 0...1: return registers.withLock { UInt32($0.status) >> (8 * UInt32(offset)) }
         case 2...3: return registers.withLock { UInt32($0.enable) >> (8 * UInt32(offset - 2)) }
@@ -53,28 +57,32 @@ public final class PowerManagement: PortIODevice {
     /// Presses the power button: sets PWRBTN_STS and raises the SCI if the guest enabled
     /// it. Returns whether the guest is listening (PWRBTN_EN set).
     @discardableResult
-    public func press() -> Bool {
-        let listening = registers.withLock { r -> Bool in
+    public func pressPowerButton() -> Bool {
+        registers.withLock { r -> Bool in
             r.status |= PowerManagement.powerButtonBit
+            updateSCI(r)
             return r.enable & PowerManagement.powerButtonBit != 0
         }
-        updateSCI()
-        return listening
     }
 
-    private func updateSCI() {
-        let level = registers.withLock { $0.status & $0.enable != 0 }
-        sci?.setLevel(level)
+    /// Called with the lock held, so levels follow the register changes in order.
+    private func updateSCI(_ r: Registers) {
+        sci?.setLevel(r.status & r.enable != 0)
     }
 
-    public func write(offset: UInt16, size: Int, value: UInt32) {
+    public func write(region: Int, offset: UInt64, data: AccessData) {
+        let value = UInt32(truncatingIfNeeded: data.value)
         switch offset {
         case 0:
-            registers.withLock { $0.status &= ~UInt16(truncatingIfNeeded: value) } // write 1 to clear
-            updateSCI()
+            registers.withLock { r in
+                r.status &= ~UInt16(truncatingIfNeeded: value) // write 1 to clear
+                updateSCI(r)
+            }
         case 2:
-            registers.withLock { $0.enable = UInt16(truncatingIfNeeded: value) }
-            updateSCI()
+            registers.withLock { r in
+                r.enable = UInt16(truncatingIfNeeded: value)
+                updateSCI(r)
+            }
         case 4:
             let v = UInt16(truncatingIfNeeded: value)
             let sleepType = (v >> 10) & 7, sleepEnable = v & (1 << 13) != 0

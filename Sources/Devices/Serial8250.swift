@@ -6,9 +6,7 @@ import Synchronization
 /// Transmission is immediate (THR is always empty, so a polling driver never waits).
 /// Received bytes queue in a FIFO; transmit-empty and receive-ready interrupts follow
 /// IER, as Linux's 8250 driver expects. Register map: PC16550D datasheet, table 2.
-public final class Serial8250: PortIODevice {
-    public static let com1: UInt16 = 0x3F8
-    public static let com1IRQ: UInt32 = 4
+public final class Serial8250: ConsoleDevice {
     public static let registerCount: UInt16 = 8
 
     struct State {
@@ -27,12 +25,12 @@ public final class Serial8250: PortIODevice {
 
     private let state = Mutex(State())
     private let output: any SerialOutput
-    private let interrupt: (any InterruptLine)?
+    private let interrupt: (any InterruptSource)?
     /// Bytes the guest has not read yet are capped so a stuck guest cannot make the
     /// VMM grow without bound; the overflow sets the overrun bit as on hardware.
     public static let rxCapacity = 4096
 
-    public init(output: any SerialOutput, interrupt: (any InterruptLine)? = nil) {
+    public init(output: any SerialOutput, interrupt: (any InterruptSource)? = nil) {
         self.output = output
         self.interrupt = interrupt
     }
@@ -46,33 +44,34 @@ public final class Serial8250: PortIODevice {
     // LSR bits.
     static let lsrDataReady: UInt8 = 0x01, lsrOverrun: UInt8 = 0x02, lsrThrEmpty: UInt8 = 0x20, lsrIdle: UInt8 = 0x40
 
-    public func read(offset: UInt16, size: Int) -> UInt32 {
-        let (value, level) = state.withLock { s -> (UInt8, Bool) in
+    // The interrupt level is applied while the lock is held: two threads (a vCPU
+    // reading RBR, the console delivering input) can then never apply their levels in
+    // the opposite order to their state changes.
+
+    public func read(region: Int, offset: UInt64, data: inout AccessData) {
+        let value = state.withLock { s -> UInt8 in
             let v = Serial8250.readRegister(Int(offset), &s)
-            return (v, Serial8250.interruptPending(s))
+            interrupt?.setLevel(Serial8250.interruptPending(s))
+            return v
         }
-        interrupt?.setLevel(level)
-        return UInt32(value)
+        data.value = UInt64(value)
     }
 
-    public func write(offset: UInt16, size: Int, value: UInt32) {
-        let byte = UInt8(truncatingIfNeeded: value)
-        var transmit: UInt8? = nil
-        let level = state.withLock { s -> Bool in
-            transmit = Serial8250.writeRegister(Int(offset), byte, &s)
-            return Serial8250.interruptPending(s)
+    public func write(region: Int, offset: UInt64, data: AccessData) {
+        let transmit = state.withLock { s -> UInt8? in
+            let t = Serial8250.writeRegister(Int(offset), data.byte, &s)
+            interrupt?.setLevel(Serial8250.interruptPending(s))
+            return t
         }
         if let transmit { output.write(transmit) }
-        interrupt?.setLevel(level)
     }
 
     /// Bytes from the host (a terminal, a test) for the guest to read.
-    public func receive<C: Collection>(_ bytes: C) where C.Element == UInt8 {
-        let level = state.withLock { s -> Bool in
+    public func receive(_ bytes: [UInt8]) {
+        state.withLock { s in
             for b in bytes { Serial8250.enqueue(b, &s) }
-            return Serial8250.interruptPending(s)
+            interrupt?.setLevel(Serial8250.interruptPending(s))
         }
-        interrupt?.setLevel(level)
     }
 
     /// True while the guest has unread input (hosts use it to pace what they feed).

@@ -85,11 +85,11 @@ public final class KVMSystem: Sendable {
     }
 
     /// `KVM_CREATE_VM` (machine type 0: the default x86 VM).
-    public func createVM() throws(KVMError) -> VirtualMachine {
+    public func createVM() throws(KVMError) -> VMFileDescriptor {
         let r = ckvm_ioctl_val(fd.rawValue, CKVM_CREATE_VM, 0)
         guard r >= 0 else {
             throw KVMError.last("KVM_CREATE_VM", hint: "the host refused a new VM (out of memory, or KVM disabled)")
         }
-        return VirtualMachine(fd: FileDescriptor(rawValue: r), mmapSize: try vcpuMmapSize())
+        return VMFileDescriptor(fd: FileDescriptor(rawValue: r), mmapSize: try vcpuMmapSize())
     }
 }

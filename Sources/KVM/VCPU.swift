@@ -26,11 +26,11 @@ public final class VCPU: @unchecked Sendable {
     let runPage: UnsafeMutablePointer<kvm_run>
     let mmapSize: Int
     /// Kept so the VM fd outlives its vCPUs in this process.
-    let vm: VirtualMachine
+    let vm: VMFileDescriptor
     /// The guest's supported XCR0 (CPUID leaf 0xD), learnt from `setCPUID`.
     private let permittedXSaveComponents = Atomic<UInt64>(XSaveArea.legacyComponents)
 
-    init(fd: FileDescriptor, id: Int, mmapSize: Int, vm: VirtualMachine) throws(KVMError) {
+    init(fd: FileDescriptor, id: Int, mmapSize: Int, vm: VMFileDescriptor) throws(KVMError) {
         let p = mmap(nil, mmapSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd.rawValue, 0)
         guard let p, p != MAP_FAILED else {
             let e = KVMError.last("mmap kvm_run", hint: "vCPU \(id)")
@@ -46,7 +46,7 @@ public final class VCPU: @unchecked Sendable {
     }
 
     /// The VM this vCPU belongs to (for what a vCPU does to others: interrupts).
-    public var virtualMachine: VirtualMachine { vm }
+    public var vmFileDescriptor: VMFileDescriptor { vm }
 
     deinit {
         munmap(UnsafeMutableRawPointer(runPage), mmapSize)

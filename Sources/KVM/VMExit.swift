@@ -40,6 +40,14 @@ public struct IOExit: Sendable {
     public let count: Int
     /// `count * size` bytes: what the guest wrote, or where to put what it reads.
     public let data: IOData
+
+    public init(port: UInt16, direction: Direction, size: Int, count: Int, data: IOData) {
+        self.port = port
+        self.direction = direction
+        self.size = size
+        self.count = count
+        self.data = data
+    }
 }
 
 public struct MMIOExit: Sendable {
@@ -49,6 +57,13 @@ public struct MMIOExit: Sendable {
     public let length: Int
     /// What the guest wrote, or where to put what it reads.
     public let data: IOData
+
+    public init(address: UInt64, isWrite: Bool, length: Int, data: IOData) {
+        self.address = address
+        self.isWrite = isWrite
+        self.length = length
+        self.data = data
+    }
 }
 
 /// Details of `KVM_EXIT_INTERNAL_ERROR`.
@@ -60,6 +75,12 @@ public struct InternalError: Sendable, CustomStringConvertible {
     /// For emulation failures with `KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES`:
     /// the bytes KVM fetched at the failing RIP.
     public let instructionBytes: [UInt8]?
+
+    public init(suberror: UInt32, data: [UInt64] = [], instructionBytes: [UInt8]? = nil) {
+        self.suberror = suberror
+        self.data = data
+        self.instructionBytes = instructionBytes
+    }
 
     public var suberrorName: String {
         switch suberror {
@@ -112,4 +133,27 @@ public struct IOData: @unchecked Sendable {
 
     /// Copies the bytes out (for slow paths and tests; the hot path uses `load`).
     public var bytes: [UInt8] { (0..<count).map { self[$0] } }
+}
+
+/// Memory of its own for `IOData`, standing in for a `kvm_run` page: what exit
+/// handling is tested with when there is no KVM (and what a trace replays into).
+public final class ExitDataBuffer: @unchecked Sendable {
+    // Sound to share: the allocation lives as long as this object, and like a kvm_run
+    // page it is used by one thread at a time.
+    private let base: UnsafeMutableRawPointer
+    public let count: Int
+
+    public init(bytes: [UInt8]) {
+        count = max(bytes.count, 1)
+        base = UnsafeMutableRawPointer.allocate(byteCount: count, alignment: 8)
+        base.initializeMemory(as: UInt8.self, repeating: 0, count: count)
+        for (i, b) in bytes.enumerated() { base.storeBytes(of: b, toByteOffset: i, as: UInt8.self) }
+    }
+
+    public convenience init(count: Int) { self.init(bytes: [UInt8](repeating: 0, count: count)) }
+
+    deinit { base.deallocate() }
+
+    /// A window on all of it (valid while this buffer lives).
+    public var data: IOData { IOData(base: base, count: count) }
 }

@@ -7,39 +7,46 @@ import KVM
 import Synchronization
 
 /// A virtual machine: KVM objects, guest memory, devices and vCPUs, built from a
-/// `MachineConfig` in one readable sequence (like Firecracker's builder) and run until
-/// it stops.
+/// `MachineConfig` in one readable sequence (`Machine.build`, like Firecracker's
+/// builder), then started, paused, resumed and stopped.
+///
+/// `run(timeLimit:)` does it all for a caller with nothing else to wait on; a VMM
+/// process with an API and a console instead calls `start(on:)` with its event loop and
+/// `finish()` once the machine has stopped.
 public final class Machine: Sendable {
     public let config: MachineConfig
     public let memory: GuestMemory
-    public let bus: Bus
+    /// Every device, by id, and the bus they sit on.
+    public let devices: DeviceManager
     let kvm: KVMSystem
-    let vm: VirtualMachine
-    let vcpus: [VCPU]
-    let control: MachineControl
-    private let statistics: [VCPUStatistics]
+    let vm: VMFileDescriptor
+    let threads: [VCPUThread]
+    let stopSwitch: StopSwitch
     /// When `build` started, for start-up figures.
     let buildStarted: UInt64
-    let powerButton: PowerManagement?
-    let serial: Serial8250
-    private let started = Atomic<Bool>(false)
     private let startedAt = Atomic<UInt64>(0)
     private let haltedForGood = Atomic<Int>(0)
+    private let loopTimers = Mutex<[Int]>([])
 
-    init(config: MachineConfig, memory: GuestMemory, bus: Bus, kvm: KVMSystem, vm: VirtualMachine,
-         vcpus: [VCPU], control: MachineControl, buildStarted: UInt64, powerButton: PowerManagement?, serial: Serial8250) {
-        self.powerButton = powerButton
-        self.serial = serial
+    init(config: MachineConfig, memory: GuestMemory, devices: DeviceManager, kvm: KVMSystem, vm: VMFileDescriptor,
+         vcpus: [VCPU], stopSwitch: StopSwitch, buildStarted: UInt64) {
         self.config = config
         self.memory = memory
-        self.bus = bus
+        self.devices = devices
         self.kvm = kvm
         self.vm = vm
-        self.vcpus = vcpus
-        self.control = control
-        self.statistics = vcpus.map { _ in VCPUStatistics() }
+        self.stopSwitch = stopSwitch
         self.buildStarted = buildStarted
+        threads = vcpus.enumerated().map { index, vcpu in
+            VCPUThread(vcpu: vcpu, index: index, devices: devices, memory: memory, stopSwitch: stopSwitch,
+                       quirks: config.hostQuirks, symbolFile: config.effectiveSymbolFile)
+        }
     }
+
+    public var bus: Bus { devices.bus }
+
+    /// Readable once the machine is stopping: what an event loop waits on.
+    public var stopEventFD: Int32 { stopSwitch.stopEvent }
 
     /// Runs the machine on one thread per vCPU until it stops, and says why.
     ///
@@ -47,92 +54,103 @@ public final class Machine: Sendable {
     /// and turned into a clean stop, so Ctrl-C tears the machine down properly. With a
     /// `timeLimit` (nanoseconds) a guest still running then is stopped with `.timeLimit`.
     public func run(timeLimit: UInt64? = nil) -> MachineResult {
-        let started = monotonicNanoseconds()
-        VCPUKicker.installHandler()
         var stopSignals = sigset_t()
         sigemptyset(&stopSignals)
         for s in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&stopSignals, s) }
         var previousMask = sigset_t()
         pthread_sigmask(SIG_BLOCK, &stopSignals, &previousMask)
-        let signalFD = signalfd(-1, &stopSignals, Int32(SFD_CLOEXEC))
-
-        var threads: [pthread_t] = []
-        startedAt.store(started, ordering: .releasing)
-        self.started.store(true, ordering: .releasing)
-        for (index, vcpu) in vcpus.enumerated() {
-            let stats = statistics[index]
-            let loop = ExitLoop(vcpu: vcpu, index: index, bus: bus, memory: memory, control: control, statistics: stats,
-                                quirks: config.hostQuirks, symbolFile: config.effectiveSymbolFile)
-            guard let t = HostThread.spawn({
-                if loop.run() == .haltedForGood {
-                    if self.haltedForGood.add(1, ordering: .acquiringAndReleasing).newValue == self.vcpus.count {
-                        self.control.stop(.halted)
-                    }
-                }
-            }) else {
-                control.stop(.vmmFailure("could not start a thread for vCPU \(index)"))
-                break
-            }
-            threads.append(t)
-            control.register(VCPUKicker(vcpu: vcpu, thread: t))
+        let signalFD = signalfd(-1, &stopSignals, Int32(SFD_CLOEXEC | SFD_NONBLOCK))
+        defer {
+            if signalFD >= 0 { close(signalFD) }
+            pthread_sigmask(SIG_SETMASK, &previousMask, nil)
         }
-        // A stop that raced the registrations above must still reach every vCPU.
-        if control.isStopping { control.kickAll() }
-
-        waitForStop(signalFD: signalFD, deadline: timeLimit.map { started + $0 }, watchdog: config.hostQuirks)
-        for t in threads { HostThread.join(t) }
-        control.unregisterAll()
-        if signalFD >= 0 { close(signalFD) }
-        pthread_sigmask(SIG_SETMASK, &previousMask, nil)
-
-        let ended = monotonicNanoseconds()
-        return MachineResult(reason: control.stopReason ?? .vmmFailure("stopped without a reason"),
-                             statistics: currentStatistics(),
-                             perVCPU: statistics.map { $0.snapshot() },
-                             setupNanoseconds: started - buildStarted,
-                             runNanoseconds: ended - started,
-                             unclaimedAccesses: bus.unclaimedAccesses,
-                             guestResidentBytes: memory.residentBytes)
+        guard let loop = try? EventLoop() else {
+            stopSwitch.stop(.vmmFailure("cannot create an event loop"))
+            return finish()
+        }
+        if signalFD >= 0 {
+            loop.add(signalFD) { [self] _ in
+                var info = signalfd_siginfo()
+                if read(signalFD, &info, MemoryLayout<signalfd_siginfo>.size) == MemoryLayout<signalfd_siginfo>.size {
+                    requestStop(.signal(Int32(info.ssi_signo)))
+                }
+            }
+        }
+        start(on: loop, timeLimit: timeLimit)
+        loop.run(until: { stopSwitch.isStopping })
+        return finish()
     }
 
     /// How often, with host quirks on, a vCPU that has not left KVM_RUN is kicked out
     /// to see whether it hangs on an instruction the host never completes (a hypercall).
-    static let watchdogPeriodMilliseconds: Int32 = 10
+    static let watchdogPeriodNanoseconds: UInt64 = 10_000_000
 
-    private func waitForStop(signalFD: Int32, deadline: UInt64?, watchdog: Bool) {
-        var fds = [pollfd(fd: control.stopEvent, events: Int16(POLLIN), revents: 0),
-                   pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0)]
-        var lastEntries = [UInt64](repeating: .max, count: vcpus.count)
-        while !control.isStopping {
-            var timeout: Int32 = -1
-            if let deadline {
-                let now = monotonicNanoseconds()
-                if now >= deadline { control.stop(.timeLimit); break }
-                timeout = Int32(min((deadline - now + 999_999) / 1_000_000, UInt64(Int32.max)))
-            }
-            if watchdog {
-                // A vCPU with no exit for a whole period is kicked; its exit loop looks at
-                // where it stands. An idle guest costs one exit per period.
-                for (i, s) in statistics.enumerated() {
-                    let entries = s.entries
-                    if entries == lastEntries[i], !control.gate.isClosed { control.kick(i) }
-                    lastEntries[i] = entries
+    /// Starts the vCPU threads and returns; `loop` watches the time limit and, with
+    /// host quirks, the hypercall watchdog. The machine is stopping once `stopEventFD`
+    /// is readable (the caller's loop decides what then; `finish()` collects the result).
+    public func start(on loop: EventLoop, timeLimit: UInt64? = nil) {
+        let started = monotonicNanoseconds()
+        VCPUKicker.installHandler()
+        startedAt.store(started, ordering: .releasing)
+        for thread in threads {
+            let ok = thread.start { [self] ending in
+                if ending == .haltedForGood, haltedForGood.add(1, ordering: .acquiringAndReleasing).newValue == threads.count {
+                    stopSwitch.stop(.halted)
                 }
-                timeout = timeout < 0 ? Machine.watchdogPeriodMilliseconds : min(timeout, Machine.watchdogPeriodMilliseconds)
             }
-            let n = poll(&fds, nfds_t(signalFD >= 0 ? 2 : 1), timeout)
-            if n < 0 { if errno == EINTR { continue } else { break } }
-            if signalFD >= 0 && fds[1].revents & Int16(POLLIN) != 0 {
-                var info = signalfd_siginfo()
-                if read(signalFD, &info, MemoryLayout<signalfd_siginfo>.size) == MemoryLayout<signalfd_siginfo>.size {
-                    control.stop(.signal(Int32(info.ssi_signo)))
-                }
+            if !ok {
+                stopSwitch.stop(.vmmFailure("could not start a thread for vCPU \(thread.index)"))
+                break
             }
         }
+        // A stop that raced the registrations above must still reach every vCPU.
+        if stopSwitch.isStopping { stopSwitch.kickAll() }
+        var ids: [Int] = []
+        if let timeLimit {
+            let (deadline, overflow) = started.addingReportingOverflow(timeLimit)
+            if !overflow { ids.append(loop.addTimer(at: deadline) { [self] in requestStop(.timeLimit) }) }
+        }
+        if config.hostQuirks {
+            // A vCPU with no exit for a whole period is kicked; its thread looks at where
+            // it stands. An idle guest costs one exit per period.
+            var lastEntries = [UInt64](repeating: .max, count: threads.count)
+            ids.append(loop.addTimer(at: started + Machine.watchdogPeriodNanoseconds, period: Machine.watchdogPeriodNanoseconds) { [self] in
+                for (i, t) in threads.enumerated() where t.phase == .running {
+                    let entries = t.statistics.entries
+                    if entries == lastEntries[i] { t.kick() }
+                    lastEntries[i] = entries
+                }
+            })
+        }
+        loopTimers.withLock { $0 = ids }
+        let wakeLoop = { [stopSwitch] in
+            loop.add(stopSwitch.stopEvent) { _ in loop.wake() }
+        }
+        wakeLoop()
+    }
+
+    /// Once stopping: waits for the vCPU threads, stops watching, and reports.
+    public func finish(loop: EventLoop? = nil) -> MachineResult {
+        if let loop {
+            for id in loopTimers.withLock({ $0 }) { loop.cancelTimer(id) }
+            loop.remove(stopSwitch.stopEvent)
+        }
+        stopSwitch.kickAll()
+        for t in threads { t.join() }
+        stopSwitch.unregisterAll()
+        let started = startedAt.load(ordering: .acquiring)
+        let ended = monotonicNanoseconds()
+        return MachineResult(reason: stopSwitch.stopReason ?? .vmmFailure("stopped without a reason"),
+                             statistics: currentStatistics(),
+                             perVCPU: threads.map { $0.statistics.snapshot() },
+                             setupNanoseconds: started > 0 ? started - buildStarted : 0,
+                             runNanoseconds: started > 0 ? ended - started : 0,
+                             unclaimedAccesses: bus.unclaimedAccesses,
+                             guestResidentBytes: memory.residentBytes)
     }
 
     /// Asks the machine to stop (from any thread); `run()` then returns `reason`.
-    public func requestStop(_ reason: StopReason) { control.stop(reason) }
+    public func requestStop(_ reason: StopReason) { stopSwitch.stop(reason) }
 
     /// Where the machine is in its life.
     public enum State: String, Sendable {
@@ -140,9 +158,10 @@ public final class Machine: Sendable {
     }
 
     public var state: State {
-        if control.isStopping { return .stopped }
-        if control.gate.isClosed { return .paused }
-        return started.load(ordering: .acquiring) ? .running : .created
+        if stopSwitch.isStopping { return .stopped }
+        if startedAt.load(ordering: .acquiring) == 0 { return .created }
+        let live = threads.filter { $0.phase != .finished }
+        return !live.isEmpty && live.allSatisfy({ $0.phase == .paused }) ? .paused : .running
     }
 
     /// Stops every vCPU and returns once all are parked, so that nothing in the guest
@@ -150,26 +169,44 @@ public final class Machine: Sendable {
     /// `timeoutNanoseconds` (a vCPU stuck in the host kernel) or the machine stopped.
     @discardableResult
     public func pause(timeoutNanoseconds: UInt64 = 5_000_000_000) -> Bool {
-        guard !control.isStopping else { return false }
-        control.gate.close()
-        let running = vcpus.count - haltedForGood.load(ordering: .acquiring)
+        guard !stopSwitch.isStopping, startedAt.load(ordering: .acquiring) != 0 else { return false }
+        for t in threads where t.phase != .finished { t.send(.pause) }
         let deadline = monotonicNanoseconds() + timeoutNanoseconds
-        while control.gate.parked.load(ordering: .acquiring) < running && !control.isStopping {
-            control.kickAll()
+        while threads.contains(where: { $0.phase == .running }) && !stopSwitch.isStopping {
             if monotonicNanoseconds() > deadline { return false }
-            usleep(500)
+            usleep(200)
         }
-        return !control.isStopping
+        return !stopSwitch.isStopping
     }
 
-    public func resume() { control.gate.open() }
+    public func resume() {
+        for t in threads where t.phase == .paused { t.send(.resume) }
+    }
 
-    /// Presses the ACPI power button, asking the guest to shut down. False when the
-    /// guest has no ACPI (flat binaries), so nothing can ask it.
-    public func pressPowerButton() -> Bool { powerButton?.press() ?? false }
+    /// vCPU `index`'s state, read on its own thread while the machine is paused.
+    public func vcpuState(_ index: Int) -> VCPUState? {
+        guard threads.indices.contains(index) else { return nil }
+        return threads[index].save()
+    }
 
-    /// Bytes typed at the guest's serial console (COM1).
-    public func sendConsoleInput(_ bytes: [UInt8]) { serial.receive(bytes) }
+    /// Writes vCPU `index`'s state on its own thread while the machine is paused.
+    public func setVCPUState(_ index: Int, _ state: VCPUState) -> Bool {
+        guard threads.indices.contains(index) else { return false }
+        return threads[index].restore(state)
+    }
+
+    /// Presses every power button the machine has (ACPI's), asking the guest to shut
+    /// down. False when no device listens (flat binaries have no ACPI).
+    public func pressPowerButton() -> Bool {
+        var listening = false
+        for e in devices.entries { if let b = e.device as? any PowerButtonDevice, b.pressPowerButton() { listening = true } }
+        return listening
+    }
+
+    /// Bytes typed at the guest's console (the first console device: COM1).
+    public func sendConsoleInput(_ bytes: [UInt8]) {
+        for e in devices.entries { if let c = e.device as? any ConsoleDevice { c.receive(bytes); return } }
+    }
 
     /// Nanoseconds since the vCPUs started (0 before).
     public var uptimeNanoseconds: UInt64 {
@@ -180,7 +217,7 @@ public final class Machine: Sendable {
     /// The statistics so far, summed over vCPUs (safe while running).
     public func currentStatistics() -> ExitStatistics {
         var total = ExitStatistics()
-        for s in statistics { total.add(s.snapshot()) }
+        for t in threads { total.add(t.statistics.snapshot()) }
         return total
     }
 
@@ -200,14 +237,4 @@ public struct MachineResult: Sendable {
     public let unclaimedAccesses: UInt64
     /// Guest RAM the host actually backs at the end (touched pages).
     public let guestResidentBytes: UInt64
-}
-
-/// One vCPU's live statistics, updated by its thread and read by anyone.
-final class VCPUStatistics: Sendable {
-    private let stats = Mutex(ExitStatistics())
-    func update(_ body: (inout ExitStatistics) -> Void) { stats.withLock { body(&$0) } }
-    func snapshot() -> ExitStatistics { stats.withLock { $0 } }
-    /// Guest entries so far, without copying the hot-spot tables (the watchdog asks
-    /// for this a hundred times a second).
-    var entries: UInt64 { stats.withLock { $0.entries } }
 }

@@ -24,11 +24,11 @@ extension Machine {
             throw .config(.invalid("cpus", "this host's KVM allows at most \(kvm.maxVCPUs) vCPUs"))
         }
 
-        let vm: VirtualMachine
+        let vm: VMFileDescriptor
         do {
             vm = try kvm.createVM()
-            if kvm.check(.setTSSAddress) != 0 { try vm.setTSSAddress(RAMLayout.tssAddress) }
-            if kvm.check(.setIdentityMapAddress) != 0 { try vm.setIdentityMapAddress(RAMLayout.identityMapAddress) }
+            if kvm.check(.setTSSAddress) != 0 { try vm.setTSSAddress(AddressMap.tss) }
+            if kvm.check(.setIdentityMapAddress) != 0 { try vm.setIdentityMapAddress(AddressMap.identityMap) }
         } catch { throw .kvm(error) }
 
         let memory = try mapMemory(config, kvm: kvm, vm: vm)
@@ -45,9 +45,9 @@ extension Machine {
             } catch { throw .kvm(error) }
         }
 
-        let control = MachineControl()
-        let bus: Bus, pm: PowerManagement?, serial: Serial8250
-        do { (bus, pm, serial) = try wireDevices(config, platform: platform, vm: vm, memory: memory, control: control, console: console) }
+        let stopSwitch = StopSwitch()
+        let devices: DeviceManager
+        do { devices = try wireDevices(config, platform: platform, vm: vm, memory: memory, power: stopSwitch, console: console) }
         catch { throw .device(error.description) }
 
         var vcpus: [VCPU] = []
@@ -63,13 +63,13 @@ extension Machine {
             }
         } catch { throw .kvm(error) }
 
-        return Machine(config: config, memory: memory, bus: bus, kvm: kvm, vm: vm,
-                       vcpus: vcpus, control: control, buildStarted: started, powerButton: pm, serial: serial)
+        return Machine(config: config, memory: memory, devices: devices, kvm: kvm, vm: vm,
+                       vcpus: vcpus, stopSwitch: stopSwitch, buildStarted: started)
     }
 
-    static func mapMemory(_ config: MachineConfig, kvm: KVMSystem, vm: VirtualMachine) throws(MachineError) -> GuestMemory {
+    static func mapMemory(_ config: MachineConfig, kvm: KVMSystem, vm: VMFileDescriptor) throws(MachineError) -> GuestMemory {
         let memory: GuestMemory
-        do { memory = try GuestMemory(ranges: RAMLayout.ranges(memorySize: config.memorySize)) } catch { throw .memory(error) }
+        do { memory = try GuestMemory(ranges: AddressMap.ramRanges(memorySize: config.memorySize)) } catch { throw .memory(error) }
         guard memory.regions.count <= kvm.maxMemorySlots else {
             throw .kvm(KVMError("KVM_SET_USER_MEMORY_REGION", errno: nil, hint: "the host allows only \(kvm.maxMemorySlots) memory slots"))
         }
@@ -82,37 +82,41 @@ extension Machine {
         return memory
     }
 
-    static func wireDevices(_ config: MachineConfig, platform: Bool, vm: VirtualMachine, memory: GuestMemory,
-                            control: MachineControl, console: any SerialOutput) throws(Bus.OverlapError) -> (Bus, PowerManagement?, Serial8250) {
-        var devices = Bus.Builder()
-        let irq: (UInt32) -> (any InterruptLine)? = { gsi in platform ? KVMInterruptLine(vm: vm, gsi: gsi) : nil }
-        let serial = Serial8250(output: console, interrupt: irq(Serial8250.com1IRQ))
-        try devices.register(serial, port: Serial8250.com1, count: Serial8250.registerCount, name: "COM1 8250 UART")
-        try devices.register(ExitPort(power: control), port: ExitPort.port, count: 1, name: "exit port")
-        var pm: PowerManagement? = nil
+    /// Puts every device on the bus at its place in `AddressMap`, each under a stable
+    /// id, its interrupts wired through the in-kernel irqchip when there is one (flat
+    /// binaries run without: their devices interrupt nobody).
+    static func wireDevices(_ config: MachineConfig, platform: Bool, vm: VMFileDescriptor, memory: GuestMemory,
+                            power: any PowerControl, console: any SerialOutput) throws(DeviceManager.Failure) -> DeviceManager {
+        let devices = DeviceManager(mmioWindow: (AddressMap.deviceMMIOStart, AddressMap.deviceMMIOEnd),
+                                    irqs: platform ? AddressMap.allocatableIRQs : [])
+        let irq: (UInt32) -> (any InterruptSource)? = { gsi in platform ? IRQLine(vm: vm, gsi: gsi) : nil }
+        try devices.add(Serial8250(output: console, interrupt: irq(AddressMap.com1IRQ)), id: "com1", name: "COM1 8250 UART",
+                        ranges: [.ports(AddressMap.com1, Serial8250.registerCount)], interrupts: platform ? [AddressMap.com1IRQ] : [])
+        try devices.add(ExitPort(power: power), id: "exit-port", name: "exit port", ranges: [.ports(AddressMap.exitPort, 1)])
         if platform {
-            let device = PowerManagement(power: control, s5SleepType: ACPITables.s5SleepType,
-                                         sci: KVMInterruptLine(vm: vm, gsi: UInt32(ACPITables.sciIRQ)))
-            try devices.register(device, port: ACPITables.pmBase, count: PowerManagement.portCount, name: "ACPI PM (timer, PM1)")
-            pm = device
-            try devices.register(CMOS(memorySize: config.memorySize), port: CMOS.port, count: CMOS.portCount, name: "CMOS/RTC")
-            let i8042 = I8042(power: control)
-            try devices.register(i8042.window(I8042.dataPort), port: I8042.dataPort, count: 1, name: "i8042 data")
-            try devices.register(i8042.window(I8042.commandPort), port: I8042.commandPort, count: 1, name: "i8042 command")
+            try devices.add(PowerManagement(power: power, s5SleepType: ACPITables.s5SleepType, sci: irq(AddressMap.sciIRQ)),
+                            id: "acpi-pm", name: "ACPI PM (timer, PM1)", ranges: [.ports(AddressMap.pmBlock, PowerManagement.portCount)],
+                            interrupts: [AddressMap.sciIRQ])
+            try devices.add(CMOS(memorySize: config.memorySize), id: "cmos", name: "CMOS/RTC", ranges: [.ports(AddressMap.cmos, CMOS.portCount)])
+            try devices.add(I8042(power: power), id: "i8042", name: "i8042", ranges: [
+                .ports(AddressMap.i8042Data, 1, region: I8042.Region.data.rawValue, name: "i8042 data"),
+                .ports(AddressMap.i8042Command, 1, region: I8042.Region.command.rawValue, name: "i8042 command")])
         }
         if config.testDevices {
-            try devices.register(DebugExit(power: control), port: DebugExit.port, count: DebugExit.portCount, name: "isa-debug-exit")
-            try devices.register(FirmwareConfig(cpus: config.vcpuCount, ramSize: config.memorySize),
-                                 port: FirmwareConfig.port, count: FirmwareConfig.portCount, name: "fw_cfg")
-            let lines: [any InterruptLine] = platform ? (0..<UInt32(PCTestDevice.irqCount)).map { KVMInterruptLine(vm: vm, gsi: $0) } : []
-            let testdev = PCTestDevice(memory: memory, irqLines: lines)
-            try devices.register(testdev.window(.scratch), port: PCTestDevice.scratchPort, count: 4, name: "pc-testdev")
-            try devices.register(testdev.window(.flush), port: PCTestDevice.flushPort, count: 4, name: "pc-testdev flush")
-            try devices.register(testdev.window(.bytes), port: PCTestDevice.bytePort, count: 4, name: "pc-testdev")
-            try devices.register(testdev.window(.irq), port: PCTestDevice.irqPort, count: PCTestDevice.irqCount, name: "pc-testdev IRQ lines")
-            try devices.register(testdev, address: PCTestDevice.mmioBase, length: PCTestDevice.mmioSize, name: "pc-testdev memory")
+            try devices.add(DebugExit(power: power), id: "isa-debug-exit", name: "isa-debug-exit",
+                            ranges: [.ports(AddressMap.debugExit, DebugExit.portCount)])
+            try devices.add(FirmwareConfig(cpus: config.vcpuCount, ramSize: config.memorySize), id: "fw-cfg", name: "fw_cfg",
+                            ranges: [.ports(AddressMap.firmwareConfig, FirmwareConfig.portCount)])
+            let lines: [any InterruptSource] = platform ? (0..<UInt32(PCTestDevice.irqCount)).map { IRQLine(vm: vm, gsi: $0) } : []
+            typealias R = PCTestDevice.Region
+            try devices.add(PCTestDevice(memory: memory, irqLines: lines), id: "pc-testdev", name: "pc-testdev", ranges: [
+                .ports(AddressMap.testDeviceScratch, 4, region: R.scratch.rawValue),
+                .ports(AddressMap.testDeviceFlush, 4, region: R.flush.rawValue, name: "pc-testdev flush"),
+                .ports(AddressMap.testDeviceBytes, 4, region: R.bytes.rawValue),
+                .ports(AddressMap.testDeviceIRQs, PCTestDevice.irqCount, region: R.irq.rawValue, name: "pc-testdev IRQ lines"),
+                .init(.mmio, AddressMap.testDeviceMemory, AddressMap.testDeviceMemorySize, region: R.memory.rawValue, name: "pc-testdev memory")])
         }
-        return (devices.build(), pm, serial)
+        return devices
     }
 }
 
@@ -161,7 +165,7 @@ enum GuestImage {
                 return try image.load(into: memory)
             case let .multiboot(kernel, commandLine, module):
                 try ACPITables.write(into: memory, cpus: config.vcpuCount)
-                let map = PlatformMemoryMap.entries(ramRanges: RAMLayout.ranges(memorySize: config.memorySize))
+                let map = PlatformMemoryMap.entries(ramRanges: AddressMap.ramRanges(memorySize: config.memorySize))
                 let entry = try kernel.load(into: memory, commandLine: commandLine, modules: module.map { [$0] } ?? [], memoryMap: map)
                 return try LegacyFirmware.wrap(entry, memory: memory)
             case let .linux(kernel, commandLine, initrd):
@@ -171,7 +175,7 @@ enum GuestImage {
                     commandLine += (commandLine.isEmpty ? "" : " ") + HostQuirks.emulatedKernelMode.kernelCommandLine.joined(separator: " ")
                 }
                 let rsdp = try ACPITables.write(into: memory, cpus: config.vcpuCount)
-                let map = PlatformMemoryMap.entries(ramRanges: RAMLayout.ranges(memorySize: config.memorySize))
+                let map = PlatformMemoryMap.entries(ramRanges: AddressMap.ramRanges(memorySize: config.memorySize))
                 if config.pvh { return try kernel.loadPVH(into: memory, commandLine: commandLine, initrd: initrd, memoryMap: map, rsdp: rsdp) }
                 return try kernel.load(into: memory, commandLine: commandLine, initrd: initrd, memoryMap: map, rsdp: rsdp)
             }

@@ -8,10 +8,14 @@ struct VCPUKicker: Sendable {
     static let signal = SIGUSR1
     let vcpu: VCPU
     let thread: pthread_t
+    /// The eventfd a parked vCPU thread sleeps on: a kick wakes it too.
+    let wakeup: Int32
 
     func kick() {
         vcpu.requestImmediateExit()
         pthread_kill(thread, VCPUKicker.signal)
+        var one: UInt64 = 1
+        _ = write(wakeup, &one, 8)
     }
 
     /// Installs the do-nothing handler once per process.

@@ -8,9 +8,10 @@ final class CapturedOutput: SerialOutput {
     var text: String { String(decoding: bytes.withLock { $0 }, as: UTF8.self) }
 }
 
-final class Line: InterruptLine {
+final class Line: InterruptSource {
     let levels = Mutex<[Bool]>([])
     func setLevel(_ high: Bool) { levels.withLock { $0.append(high) } }
+    func trigger() { levels.withLock { $0 += [true, false] } }
     var last: Bool? { levels.withLock { $0.last } }
 }
 
@@ -45,8 +46,8 @@ final class Serial8250Tests: XCTestCase {
         uart.receive(Array("ok".utf8))
         XCTAssertTrue(uart.hasPendingInput)
         XCTAssertEqual(uart.read(offset: lsr, size: 1) & 1, 1)
-        XCTAssertEqual(uart.read(offset: thr, size: 1), UInt32(UInt8(ascii: "o")))
-        XCTAssertEqual(uart.read(offset: thr, size: 1), UInt32(UInt8(ascii: "k")))
+        XCTAssertEqual(uart.read(offset: thr, size: 1), UInt64(UInt8(ascii: "o")))
+        XCTAssertEqual(uart.read(offset: thr, size: 1), UInt64(UInt8(ascii: "k")))
         XCTAssertEqual(uart.read(offset: lsr, size: 1) & 1, 0)
         XCTAssertFalse(uart.hasPendingInput)
     }

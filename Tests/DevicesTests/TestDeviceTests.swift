@@ -37,13 +37,14 @@ final class TestDeviceTests: XCTestCase {
 
     func testPCTestDeviceScratchFlushIRQsAndMemory() throws {
         let memory = try GuestMemory(ranges: [(0, 0x10000)])
-        final class Line: InterruptLine {
+        final class Line: InterruptSource {
             let levels = Mutex<[Bool]>([])
             func setLevel(_ high: Bool) { levels.withLock { $0.append(high) } }
+            func trigger() {}
         }
         let lines = (0..<24).map { _ in Line() }
         let dev = PCTestDevice(memory: memory, irqLines: lines)
-        let scratch = dev.window(.scratch), bytes = dev.window(.bytes)
+        let scratch = dev.window(PCTestDevice.Region.scratch.rawValue), bytes = dev.window(PCTestDevice.Region.bytes.rawValue)
         scratch.write(offset: 0, size: 4, value: 0x1122_3344)
         XCTAssertEqual(scratch.read(offset: 0, size: 4), 0x1122_3344)
         XCTAssertEqual(scratch.read(offset: 2, size: 1), 0x22)
@@ -53,17 +54,17 @@ final class TestDeviceTests: XCTestCase {
         XCTAssertEqual(scratch.read(offset: 0, size: 4), 0xBEEF_AA44)
 
         try memory.write(UInt32(0x5A5A), at: GuestAddress(0x3000))
-        dev.window(.flush).write(offset: 0, size: 4, value: 0x3004)
+        dev.window(PCTestDevice.Region.flush.rawValue).write(offset: 0, size: 4, value: 0x3004)
         XCTAssertEqual(try memory.read(UInt32.self, at: GuestAddress(0x3000)), 0x5A5A, "flushing keeps the contents")
-        dev.window(.flush).write(offset: 0, size: 4, value: 0xFFFF_0000) // outside RAM: ignored
+        dev.window(PCTestDevice.Region.flush.rawValue).write(offset: 0, size: 4, value: 0xFFFF_0000) // outside RAM: ignored
 
-        dev.window(.irq).write(offset: 11, size: 1, value: 1)
-        dev.window(.irq).write(offset: 11, size: 1, value: 0)
+        dev.window(PCTestDevice.Region.irq.rawValue).write(offset: 11, size: 1, value: 1)
+        dev.window(PCTestDevice.Region.irq.rawValue).write(offset: 11, size: 1, value: 0)
         XCTAssertEqual(lines[11].levels.withLock { $0 }, [true, false])
 
-        dev.write(offset: 0xFFF8, size: 8, value: 0x0102_0304_0506_0708)
-        XCTAssertEqual(dev.read(offset: 0xFFF8, size: 8), 0x0102_0304_0506_0708)
-        XCTAssertEqual(dev.read(offset: 0xFFFC, size: 2), 0x0304)
+        dev.write(region: PCTestDevice.Region.memory.rawValue, offset: 0xFFF8, size: 8, value: 0x0102_0304_0506_0708)
+        XCTAssertEqual(dev.read(region: PCTestDevice.Region.memory.rawValue, offset: 0xFFF8, size: 8), 0x0102_0304_0506_0708)
+        XCTAssertEqual(dev.read(region: PCTestDevice.Region.memory.rawValue, offset: 0xFFFC, size: 2), 0x0304)
     }
 
     func testPowerManagementTimerAdvancesAndS5PowersOff() {
@@ -84,16 +85,16 @@ final class TestDeviceTests: XCTestCase {
 final class PlatformDeviceTests: XCTestCase {
     func testCMOSClockFollowsTheHostInBCDAndBinary() {
         let cmos = CMOS(memorySize: 256 << 20)
-        func reg(_ i: UInt8) -> UInt32 { cmos.write(offset: 0, size: 1, value: UInt32(i)); return cmos.read(offset: 1, size: 1) }
+        func reg(_ i: UInt8) -> UInt64 { cmos.write(offset: 0, size: 1, value: UInt32(i)); return cmos.read(offset: 1, size: 1) }
         var now = time(nil)
         var t = tm()
         gmtime_r(&now, &t)
         let bcdYear = reg(0x09)
-        XCTAssertEqual((bcdYear >> 4) * 10 + (bcdYear & 0xF), UInt32((t.tm_year + 1900) % 100))
+        XCTAssertEqual((bcdYear >> 4) * 10 + (bcdYear & 0xF), UInt64((t.tm_year + 1900) % 100))
         XCTAssertEqual(reg(0x32), 0x20, "century in BCD")
         cmos.write(offset: 0, size: 1, value: 0x0B)
         cmos.write(offset: 1, size: 1, value: 0x06) // binary, 24-hour
-        XCTAssertEqual(reg(0x09), UInt32((t.tm_year + 1900) % 100))
+        XCTAssertEqual(reg(0x09), UInt64((t.tm_year + 1900) % 100))
         XCTAssertEqual(reg(0x0D), 0x80, "valid RAM and time")
         let ext = reg(0x17) | reg(0x18) << 8
         XCTAssertEqual(ext, 0xFFFF, "extended memory in KiB, capped")
@@ -105,7 +106,7 @@ final class PlatformDeviceTests: XCTestCase {
     func testI8042SelfTestCommandByteAndReset() {
         let p = TestDeviceTests.Power()
         let kbc = I8042(power: p)
-        let data = kbc.window(I8042.dataPort), command = kbc.window(I8042.commandPort)
+        let data = kbc.window(I8042.Region.data.rawValue), command = kbc.window(I8042.Region.command.rawValue)
         command.write(offset: 0, size: 1, value: 0xAA)
         XCTAssertEqual(command.read(offset: 0, size: 1) & 1, 1, "output buffer full")
         XCTAssertEqual(data.read(offset: 0, size: 1), 0x55)

@@ -1,4 +1,6 @@
 import CKVM
+import CLinux
+import Glibc
 import KVM
 import TestSupport
 import XCTest
@@ -71,5 +73,28 @@ final class KVMSystemTests: XCTestCase {
         XCTAssertEqual(events.exception.injected, 0)
         try t.vcpu.setEvents(events)
         XCTAssertEqual(try t.vcpu.mpState(), 0) // runnable
+    }
+}
+
+/// Interrupt plumbing the device model uses: the routing table and irqfds.
+final class InterruptIoctlTests: XCTestCase {
+    func testGSIRoutingKeepsThePCDefaultsAndTakesMSIRoutesAndIRQFDs() throws {
+        try KVMTestHost.skipUnlessUsable()
+        XCTAssertEqual(GSIRoute.pcDefaults.count, 40, "0-15 on PIC and IOAPIC, 16-23 on the IOAPIC")
+        XCTAssertTrue(GSIRoute.pcDefaults.contains { $0.gsi == 4 && $0.route == .irqchip(chip: 0, pin: 4) })
+        XCTAssertTrue(GSIRoute.pcDefaults.contains { $0.gsi == 9 && $0.route == .irqchip(chip: 1, pin: 1) })
+        XCTAssertTrue(GSIRoute.pcDefaults.contains { $0.gsi == 20 && $0.route == .irqchip(chip: 2, pin: 20) })
+        let kvm = try KVMSystem()
+        let vm = try kvm.createVM()
+        try vm.createIRQChip()
+        try vm.setGSIRouting(GSIRoute.pcDefaults + [(24, .msi(address: 0xFEE0_0000, data: 0x41))])
+        let fd = eventfd(0, Int32(EFD_CLOEXEC))
+        defer { close(fd) }
+        try vm.registerIRQFD(eventFD: fd, gsi: 24)
+        XCTAssertThrowsError(try vm.registerIRQFD(eventFD: fd, gsi: 24), "one eventfd, one registration")
+        try vm.unregisterIRQFD(eventFD: fd, gsi: 24)
+        try vm.registerIOEvent(eventFD: fd, address: 0xD000_0050, length: 4, pio: false)
+        try vm.unregisterIOEvent(eventFD: fd, address: 0xD000_0050, length: 4, pio: false)
+        XCTAssertThrowsError(try vm.unregisterIOEvent(eventFD: fd, address: 0xD000_0050, length: 4, pio: false), "already gone")
     }
 }

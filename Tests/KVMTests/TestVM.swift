@@ -8,7 +8,7 @@ import VMM
 /// VM that shows what the KVM layer does with each kind of exit.
 final class TestVM {
     let kvm: KVMSystem
-    let vm: VirtualMachine
+    let vm: VMFileDescriptor
     let memory: GuestMemory
     let vcpu: VCPU
 

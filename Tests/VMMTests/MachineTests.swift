@@ -135,7 +135,7 @@ final class MachineTests: XCTestCase {
     /// The quirk emulator's reading of an instruction, as one comparable line.
     private func decodeMXCSR(_ bytes: [UInt8], longMode: Bool) -> String? {
         let (reg, op, len): (Int, MemoryOperand, Int)
-        switch QuirkEmulator.action(for: bytes, longMode: longMode) {
+        switch InstructionEmulator.action(for: bytes, longMode: longMode) {
         case let .loadMXCSR(o, l): (reg, op, len) = (2, o, l)
         case let .storeMXCSR(o, l): (reg, op, len) = (3, o, l)
         default: return nil
@@ -279,8 +279,8 @@ final class MachineTests: XCTestCase {
     }
 
     func testLargeMemoryIsSplitAroundThePCIHole() throws {
-        XCTAssertEqual(RAMLayout.ranges(memorySize: 1 << 30).map { $0.size }, [1 << 30])
-        let split = RAMLayout.ranges(memorySize: 4 << 30)
+        XCTAssertEqual(AddressMap.ramRanges(memorySize: 1 << 30).map { $0.size }, [1 << 30])
+        let split = AddressMap.ramRanges(memorySize: 4 << 30)
         XCTAssertEqual(split.map { $0.start }, [0, 0x1_0000_0000])
         XCTAssertEqual(split.map { $0.size }, [0xC000_0000, 0x4000_0000])
         try KVMTestHost.skipUnlessUsable()
@@ -399,6 +399,39 @@ extension MachineTests {
         XCTAssertEqual(box.withLock { $0 }?.reason, .hostStop)
         XCTAssertEqual(machine.state, .stopped)
     }
+
+    /// The vCPU state machine: a paused vCPU's registers are read and written on its own
+    /// thread (what snapshots need), and it carries on from what was written.
+    func testAPausedVCPUsStateIsSavedAndRestoredOnItsOwnThread() throws {
+        try KVMTestHost.skipUnlessUsable()
+        // Spins on port 0x80 until RBX is 0x5A, then exits with AL. The spin makes port
+        // exits, so the vCPU leaves the guest often (as on hosts that emulate kernel mode).
+        let code: [UInt8] = [
+            0xE6, 0x80,                   // loop: out 0x80, al
+            0x48, 0x83, 0xFB, 0x5A,       // cmp rbx, 0x5a
+            0x75, 0xF8,                   // jne loop
+            0x66, 0xBA, 0x01, 0x05, 0xEE, // mov dx, 0x501; out dx, al
+        ]
+        let config = MachineConfig(memorySize: 16 << 20, vcpuCount: 1, boot: .flatImage(FlatBinary(bytes: code, mode: .long)))
+        let machine = try Machine.build(config, console: CapturedConsole())
+        XCTAssertNil(machine.vcpuState(0), "no state from a vCPU that is not paused")
+        let done = DispatchSemaphore(value: 0)
+        let box = Mutex<MachineResult?>(nil)
+        DispatchQueue.global().async { let r = machine.run(); box.withLock { $0 = r }; done.signal() }
+        while machine.currentStatistics().totalExits < 10 { usleep(1000) }
+        XCTAssertTrue(machine.pause())
+        guard var state = machine.vcpuState(0) else { return XCTFail("a paused vCPU answers with its state") }
+        XCTAssertTrue((0x10_0000..<0x10_0008).contains(state.registers.rip), "RIP 0x\(String(state.registers.rip, radix: 16)) is in the loop")
+        XCTAssertEqual(state.special.cs.l, 1, "64-bit code")
+        XCTAssertNil(machine.vcpuState(7), "no such vCPU")
+        state.registers.rbx = 0x5A
+        state.registers.rax = 42
+        XCTAssertTrue(machine.setVCPUState(0, state))
+        XCTAssertEqual(machine.vcpuState(0)?.registers.rbx, 0x5A, "what was written reads back")
+        machine.resume()
+        XCTAssertEqual(done.wait(timeout: .now() + 20), .success)
+        XCTAssertEqual(box.withLock { $0 }?.reason, .exitPort(code: 42), "the guest carried on from the written registers")
+    }
 }
 
 final class LinuxBootTests: XCTestCase {
@@ -422,7 +455,7 @@ final class LinuxBootTests: XCTestCase {
         XCTAssertEqual(machine.portName(0x64), "i8042 command")
         let result = machine.run(timeLimit: 30_000_000_000)
         XCTAssertEqual(console.text, "console=ttyS0 root=/dev/vda")
-        XCTAssertEqual(result.reason, .exitPort(code: Int32(PlatformMemoryMap.entries(ramRanges: RAMLayout.ranges(memorySize: 64 << 20)).count)))
+        XCTAssertEqual(result.reason, .exitPort(code: Int32(PlatformMemoryMap.entries(ramRanges: AddressMap.ramRanges(memorySize: 64 << 20)).count)))
     }
 
     func testKeyboardControllerResetEndsTheVM() throws {
@@ -453,6 +486,6 @@ extension LinuxBootTests {
         config.pvh = true
         let result = try Machine.build(config, console: console).run(timeLimit: 30_000_000_000)
         XCTAssertEqual(console.text, "pvh console=ttyS0")
-        XCTAssertEqual(result.reason, .exitPort(code: Int32(PlatformMemoryMap.entries(ramRanges: RAMLayout.ranges(memorySize: 64 << 20)).count)))
+        XCTAssertEqual(result.reason, .exitPort(code: Int32(PlatformMemoryMap.entries(ramRanges: AddressMap.ramRanges(memorySize: 64 << 20)).count)))
     }
 }

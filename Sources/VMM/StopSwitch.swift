@@ -7,13 +7,12 @@ import Synchronization
 /// called `Machine.run()`. The first stop request wins; every later one is ignored.
 /// Stopping kicks each vCPU out of `KVM_RUN` (immediate_exit plus a signal) and wakes
 /// the waiting thread through an eventfd.
-final class MachineControl: PowerControl, Sendable {
+final class StopSwitch: PowerControl, Sendable {
     private let reason = Mutex<StopReason?>(nil)
     private let stopping = Atomic<Bool>(false)
     /// Written once when the machine stops; `Machine.run()` polls it with signals.
     let stopEvent: Int32
     private let kickers = Mutex<[VCPUKicker]>([])
-    let gate = PauseGate()
 
     init() {
         stopEvent = eventfd(0, Int32(EFD_CLOEXEC))
@@ -35,12 +34,16 @@ final class MachineControl: PowerControl, Sendable {
         }
         guard first else { return }
         stopping.store(true, ordering: .releasing)
-        gate.open() // paused vCPUs must see the stop too
         // A vCPU thread that stops the machine notices by itself; the others are kicked.
         let me = pthread_self()
         for k in kickers.withLock({ $0 }) where pthread_equal(k.thread, me) == 0 { k.kick() }
         var one: UInt64 = 1
         _ = write(stopEvent, &one, 8)
+    }
+
+    /// Kicks every vCPU out of the guest (and wakes parked ones).
+    func kickAll() {
+        for k in kickers.withLock({ $0 }) { k.kick() }
     }
 
     /// Kicks vCPU `index` out of the guest.
@@ -49,10 +52,6 @@ final class MachineControl: PowerControl, Sendable {
         k?.kick()
     }
 
-    /// Kicks every vCPU out of the guest (for pause; stop kicks by itself).
-    func kickAll() {
-        for k in kickers.withLock({ $0 }) { k.kick() }
-    }
 
     // PowerControl, for devices.
     func guestExit(code: Int32) { stop(.exitPort(code: code)) }

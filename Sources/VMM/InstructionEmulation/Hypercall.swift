@@ -17,7 +17,7 @@ struct Hypercall: Equatable {
     static let enosys: Int64 = -1000, eperm: Int64 = -1, eopnotsupp: Int64 = -95
 
     /// The value the guest gets in RAX.
-    func perform(on vm: VirtualMachine) throws(KVMError) -> Int64 {
+    func perform(on vm: VMFileDescriptor) throws(KVMError) -> Int64 {
         guard privileged else { return Hypercall.eperm }
         switch number {
         case Hypercall.vapicPollIRQ, Hypercall.schedYield:
@@ -49,7 +49,7 @@ struct Hypercall: Equatable {
     }
 
     /// An MSI to the local APIC with ID `apicID` (physical destination mode).
-    private func deliver(to apicID: UInt64, data: UInt32, on vm: VirtualMachine) throws(KVMError) -> Bool {
+    private func deliver(to apicID: UInt64, data: UInt32, on vm: VMFileDescriptor) throws(KVMError) -> Bool {
         guard apicID <= 0xFF else { return false }
         return try vm.signalMSI(address: 0xFEE0_0000 | apicID << 12, data: data)
     }

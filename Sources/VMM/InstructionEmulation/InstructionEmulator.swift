@@ -4,7 +4,7 @@ import KVM
 /// The instructions Swiftvisor completes for the guest when the host's instruction
 /// emulator rejects them (only with host quirks on: see `HostQuirks`). Each is done
 /// the way the processor would, faults included, so that the guest cannot tell.
-enum QuirkEmulator {
+enum InstructionEmulator {
     enum Action: Equatable {
         /// INT3: deliver #BP as the CPU would (a trap: the return address is after it).
         case injectBreakpoint
@@ -95,7 +95,7 @@ enum QuirkEmulator {
             let mask: UInt64 = longMode ? .max : 0xFFFF_FFFF
             let call = Hypercall(number: regs.rax & mask, arguments: [regs.rbx & mask, regs.rcx & mask, regs.rdx & mask, regs.rsi & mask],
                                  privileged: sregs.ss.dpl == 0)
-            let result = try call.perform(on: vcpu.virtualMachine)
+            let result = try call.perform(on: vcpu.vmFileDescriptor)
             regs.rax = UInt64(bitPattern: result) & mask
             regs.rip &+= 3
             try vcpu.setRegisters(regs)
@@ -128,5 +128,29 @@ enum QuirkEmulator {
         events.exception.has_error_code = errorCode == nil ? 0 : 1
         events.exception.error_code = errorCode ?? 0
         try vcpu.setEvents(events)
+    }
+}
+
+extension InstructionEmulator {
+    enum Completion: Equatable { case completed, notAnInstructionWeComplete, failed(String) }
+
+    /// The optional stage after an exit: completes an instruction the host's emulator
+    /// rejected (`rejected`), or with `rejected` nil, one a kicked vCPU stands on when it
+    /// is a VMCALL/VMMCALL at CPL 0 (which such hosts never complete). Anything else is
+    /// not ours: the caller reports it, or lets the vCPU run on.
+    static func complete(_ rejected: InternalError?, vcpu: VCPU, memory: GuestMemory) -> Completion {
+        let onlyKernelHypercall = rejected == nil
+        let bytes = rejected?.instructionBytes.flatMap { $0.isEmpty ? nil : $0 } ?? FailureReport.bytesAtRIP(vcpu, memory)
+        guard let sregs = try? vcpu.specialRegisters(),
+              let action = action(for: bytes, longMode: sregs.cs.l != 0) else { return .notAnInstructionWeComplete }
+        if onlyKernelHypercall, action != .hypercall || sregs.ss.dpl != 0 { return .notAnInstructionWeComplete }
+        do {
+            switch try perform(action, on: vcpu, special: sregs, memory: memory) {
+            case .completed: return .completed
+            case let .operandOutsideRAM(a): return .failed("its memory operand 0x\(String(a, radix: 16)) is not guest RAM")
+            }
+        } catch {
+            return .failed("completing it failed: \(error.description)")
+        }
     }
 }

@@ -2,11 +2,12 @@ import CKVM
 import Glibc
 import SystemPackage
 
-/// A VM file descriptor from `KVM_CREATE_VM`, owned here and closed once.
+/// A VM file descriptor from `KVM_CREATE_VM`, owned here and closed once (rust-vmm's
+/// `VmFd`). Not the whole machine: that is the VMM's `Machine`.
 ///
-/// The kernel serialises VM ioctls itself, so one `VirtualMachine` may be used from
+/// The kernel serialises VM ioctls itself, so one `VMFileDescriptor` may be used from
 /// any thread.
-public final class VirtualMachine: Sendable {
+public final class VMFileDescriptor: Sendable {
     let fd: FileDescriptor
     let mmapSize: Int
 
@@ -103,13 +104,45 @@ public final class VirtualMachine: Sendable {
         }
     }
 
+    /// `KVM_IOEVENTFD` with `KVM_IOEVENTFD_FLAG_DEASSIGN`: undoes `registerIOEvent`.
+    public func unregisterIOEvent(eventFD: Int32, address: UInt64, length: UInt32, pio: Bool) throws(KVMError) {
+        var event = kvm_ioeventfd()
+        event.addr = address
+        event.len = length
+        event.fd = eventFD
+        event.flags = UInt32(1 << kvm_ioeventfd_flag_nr_deassign) | (pio ? UInt32(1 << kvm_ioeventfd_flag_nr_pio) : 0)
+        guard ckvm_ioctl_ptr(fd.rawValue, CKVM_IOEVENTFD, &event) == 0 else {
+            throw KVMError.last("KVM_IOEVENTFD (deassign)")
+        }
+    }
+
     /// `KVM_IRQFD`: a write to `eventFD` raises `gsi` without a user-space round trip.
     public func registerIRQFD(eventFD: Int32, gsi: UInt32) throws(KVMError) {
         var irqfd = kvm_irqfd()
         irqfd.fd = UInt32(eventFD)
         irqfd.gsi = gsi
         guard ckvm_ioctl_ptr(fd.rawValue, CKVM_IRQFD, &irqfd) == 0 else {
-            throw KVMError.last("KVM_IRQFD")
+            throw KVMError.last("KVM_IRQFD", hint: "gsi \(gsi)")
+        }
+    }
+
+    /// `KVM_IRQFD` with `KVM_IRQFD_FLAG_DEASSIGN`: undoes `registerIRQFD`.
+    public func unregisterIRQFD(eventFD: Int32, gsi: UInt32) throws(KVMError) {
+        var irqfd = kvm_irqfd()
+        irqfd.fd = UInt32(eventFD)
+        irqfd.gsi = gsi
+        irqfd.flags = UInt32(KVM_IRQFD_FLAG_DEASSIGN)
+        guard ckvm_ioctl_ptr(fd.rawValue, CKVM_IRQFD, &irqfd) == 0 else {
+            throw KVMError.last("KVM_IRQFD (deassign)", hint: "gsi \(gsi)")
+        }
+    }
+
+    /// `KVM_SET_GSI_ROUTING`: replaces the whole routing table. Start from
+    /// `GSIRoute.pcDefaults` to keep the PIC and IOAPIC lines working.
+    public func setGSIRouting(_ routes: [(gsi: UInt32, route: GSIRoute)]) throws(KVMError) {
+        var buffer = GSIRoutingBuffer(routes)
+        guard buffer.withHeader({ ckvm_ioctl_ptr(fd.rawValue, CKVM_SET_GSI_ROUTING, $0) }) == 0 else {
+            throw KVMError.last("KVM_SET_GSI_ROUTING", hint: "\(routes.count) routes")
         }
     }
 
