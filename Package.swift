@@ -28,7 +28,7 @@ let package = Package(
                                             .product(name: "SystemPackage", package: "swift-system")]),
         // `swiftvisor doctor`'s logic: host facts, the live probe, the diagnosis. Used by the
         // command, kept out of the long-running VMM process.
-        .target(name: "HostCheck", dependencies: ["VMM", "KVM", "Boot", "Devices", "CLinux"]),
+        .target(name: "HostCheck", dependencies: ["VMM", "Control", "KVM", "Boot", "Devices", "CLinux"]),
         // Host-side kernel decompression and its cache. Kept out of Boot so that the
         // long-running VMM process does not load four compression libraries.
         .target(name: "KernelImage", dependencies: ["Boot", "VMM", "CLzma", "CZlib", "CZstd", "CLZ4"]),
@@ -36,7 +36,7 @@ let package = Package(
         .target(name: "Control", dependencies: ["VMM", "Devices", "CLinux"], exclude: ["openapi.json"]),
         // The VMM process: what runs a machine for its whole life. It links no
         // ArgumentParser and no Foundation, to stay small (see README "Two executables").
-        .executableTarget(name: "swiftvisor-vmm", dependencies: ["VMM", "Control", "Devices"]),
+        .executableTarget(name: "swiftvisor-vmm", dependencies: ["VMM", "Control", "Devices", "CLinux"]),
         // The user-facing command; it validates, then execs swiftvisor-vmm to run a VM.
         .executableTarget(name: "swiftvisor", dependencies: [
             "VMM", "KVM", "Control", "KernelImage", "HostCheck",
@@ -48,9 +48,11 @@ let package = Package(
         .testTarget(name: "KVMTests", dependencies: ["KVM", "CLinux", "GuestMemory", "Boot", "VMM", "TestSupport"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory", "TestSupport", "KernelImage", "CLzma", "CZlib", "CZstd", "CLZ4"]),
-        .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "Boot", "Devices", "GuestMemory", "TestSupport", "HostCheck"]),
+        .testTarget(name: "VMMTests", dependencies: ["VMM", "Control", "KVM", "Boot", "Devices", "GuestMemory", "TestSupport", "HostCheck"]),
+        .testTarget(name: "ControlTests", dependencies: ["Control", "VMM", "Boot", "Devices", "TestSupport"]),
+        .testTarget(name: "HostCheckTests", dependencies: ["HostCheck", "Control", "VMM", "KVM", "TestSupport"]),
         // Drives the built executables as a user would; depends on them so they are built.
-        .testTarget(name: "CLITests", dependencies: ["swiftvisor", "swiftvisor-vmm", "VMM", "Boot", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["swiftvisor", "swiftvisor-vmm", "VMM", "Control", "Boot", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

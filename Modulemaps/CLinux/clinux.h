@@ -7,6 +7,9 @@
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <cpuid.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 /// posix_spawn's POSIX_SPAWN_SETSID (glibc 2.26+), which glibc only declares under
 /// _GNU_SOURCE, invisible to Swift's Glibc module.
@@ -15,5 +18,18 @@ static const short CLINUX_POSIX_SPAWN_SETSID = 0x80;
 /// CPUID on the host: regs receives EAX, EBX, ECX, EDX.
 static inline void clinux_cpuid(unsigned leaf, unsigned subleaf, unsigned regs[4]) {
     __cpuid_count(leaf, subleaf, regs[0], regs[1], regs[2], regs[3]);
+}
+/// accept4(2) with SOCK_CLOEXEC | SOCK_NONBLOCK (glibc declares accept4 only under
+/// _GNU_SOURCE): a connection for the event loop, never inherited by a child.
+extern int accept4(int fd, struct sockaddr *address, socklen_t *length, int flags);
+static inline int clinux_accept_nonblocking(int fd) {
+    return accept4(fd, 0, 0, SOCK_CLOEXEC | SOCK_NONBLOCK);
+}
+
+/// memfd_create(2), which Swift's Glibc module does not declare: an anonymous file the
+/// `swiftvisor` command writes a VM's JSON description into and hands to the VMM
+/// process it execs.
+static inline int clinux_memfd_create(const char *name, unsigned int flags) {
+    return (int)syscall(SYS_memfd_create, name, flags);
 }
 #endif

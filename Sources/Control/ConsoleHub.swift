@@ -1,16 +1,19 @@
 import Devices
+import CLinux
 import Glibc
 import Synchronization
 import VMM
 
 /// A detached VM's serial console: what the guest prints is appended to console.log
 /// and copied to every attached `swiftvisor console`; what they type goes to the
-/// guest's UART. Clients come and go through console.sock; the VM never waits for them.
+/// guest's UART. Clients come and go through console.sock, served by the VMM process's
+/// event loop; the VM never waits for them.
 public final class ConsoleHub: SerialOutput, Sendable {
     let log: Int32
     private let clients = Mutex<[Int32]>([])
     private let listener: Int32
     private let socketPath: String
+    private let loop = Mutex<EventLoop?>(nil)
 
     public init(logPath: String, socketPath: String) throws(UnixSocket.Failure) {
         log = open(logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
@@ -31,20 +34,21 @@ public final class ConsoleHub: SerialOutput, Sendable {
         for fd in dead { Glibc.close(fd) }
     }
 
-    /// Accepts console clients and feeds their input to `deliver` (the guest's UART).
-    public func start(deliver: @escaping @Sendable ([UInt8]) -> Void) {
-        _ = HostThread.spawn { [self] in
+    /// Accepts console clients on `loop` and feeds what they type to `deliver` (the
+    /// guest's console device).
+    public func start(on loop: EventLoop, deliver: @escaping @Sendable ([UInt8]) -> Void) {
+        _ = fcntl(listener, F_SETFL, fcntl(listener, F_GETFL) | O_NONBLOCK)
+        loop.add(listener) { [self] _ in
             while true {
-                let fd = accept(listener, nil, nil)
+                let fd = clinux_accept_nonblocking(listener)
                 if fd < 0 { if errno == EINTR { continue } else { return } }
-                _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
                 clients.withLock { $0.append(fd) }
-                _ = HostThread.spawn { [self] in
-                    while true {
-                        let bytes = UnixSocket.readSome(fd, max: 4096)
-                        if bytes.isEmpty { break }
-                        deliver(bytes)
-                    }
+                loop.add(fd) { [self] _ in
+                    var buffer = [UInt8](repeating: 0, count: 4096)
+                    let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, $0.count, 0) }
+                    if n > 0 { deliver(Array(buffer.prefix(n))); return }
+                    if n < 0 && (errno == EAGAIN || errno == EINTR) { return }
+                    loop.remove(fd)
                     let mine = clients.withLock { list -> Bool in
                         let had = list.contains(fd)
                         list.removeAll { $0 == fd }
@@ -54,9 +58,15 @@ public final class ConsoleHub: SerialOutput, Sendable {
                 }
             }
         }
+        self.loop.withLock { $0 = loop }
     }
 
+    /// From the loop's thread.
     public func close() {
+        if let loop = loop.withLock({ $0 }) {
+            loop.remove(listener)
+            for fd in clients.withLock({ $0 }) { loop.remove(fd) }
+        }
         shutdown(listener, Int32(SHUT_RDWR))
         Glibc.close(listener)
         unlink(socketPath)

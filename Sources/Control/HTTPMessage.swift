@@ -23,23 +23,25 @@ public struct HTTPRequest: Sendable {
         catch { throw HTTPError(status: 400, message: "request body: \(error.description)") }
     }
 
-    /// Reads one request from `fd`. Nil when the client closed the connection first.
-    public static func read(from fd: Int32) throws(HTTPError) -> HTTPRequest? {
-        var data: [UInt8] = []
-        var headEnd: Int? = nil
-        while headEnd == nil {
-            let chunk = UnixSocket.readSome(fd, max: 4096)
-            if chunk.isEmpty {
-                if data.isEmpty { return nil }
-                throw HTTPError(status: 400, message: "incomplete request head")
-            }
-            data += chunk
-            headEnd = find(data, [13, 10, 13, 10])
-            if (headEnd ?? data.count) > maximumHeaderBytes {
-                throw HTTPError(status: 431, message: "request head larger than \(maximumHeaderBytes) bytes")
-            }
+    /// What `parse` found in the bytes received so far.
+    public enum Parse: Sendable {
+        /// More bytes are needed.
+        case incomplete
+        /// One whole request, and how many bytes of the buffer it took.
+        case complete(HTTPRequest, consumed: Int)
+    }
+
+    /// Parses one request from the start of `data`, as bytes arrive (the API serves
+    /// many clients from one thread, so it never blocks on one). Bounded: a head longer
+    /// than `maximumHeaderBytes` or a body longer than `maximumBodyBytes` is refused as
+    /// soon as it is seen.
+    public static func parse(_ data: [UInt8]) throws(HTTPError) -> Parse {
+        guard let headEnd = find(data, [13, 10, 13, 10]) else {
+            if data.count > maximumHeaderBytes { throw HTTPError(status: 431, message: "request head larger than \(maximumHeaderBytes) bytes") }
+            return .incomplete
         }
-        let head = String(decoding: data[..<headEnd!], as: UTF8.self)
+        guard headEnd <= maximumHeaderBytes else { throw HTTPError(status: 431, message: "request head larger than \(maximumHeaderBytes) bytes") }
+        let head = String(decoding: data[..<headEnd], as: UTF8.self)
         var lines = head.split(separator: "\r\n", omittingEmptySubsequences: false).map(String.init)
         let requestLine = lines.removeFirst().split(separator: " ")
         guard requestLine.count == 3, requestLine[2].hasPrefix("HTTP/1.") else {
@@ -50,25 +52,20 @@ public struct HTTPRequest: Sendable {
             guard let colon = line.firstIndex(of: ":") else { throw HTTPError(status: 400, message: "malformed header line") }
             headers.append((String(line[..<colon]).trimmingSpaces, String(line[line.index(after: colon)...]).trimmingSpaces))
         }
-        var body = Array(data[(headEnd! + 4)...])
         let request = HTTPRequest(method: String(requestLine[0]), path: String(requestLine[1]), headers: headers, body: [])
         if request.header("Transfer-Encoding") != nil {
             throw HTTPError(status: 411, message: "chunked bodies are not accepted; send Content-Length")
         }
-        let length: Int
+        var length = 0
         if let text = request.header("Content-Length") {
             guard let n = Int(text), n >= 0 else { throw HTTPError(status: 400, message: "bad Content-Length") }
             guard n <= maximumBodyBytes else { throw HTTPError(status: 413, message: "body larger than \(maximumBodyBytes) bytes") }
             length = n
-        } else {
-            length = 0
         }
-        while body.count < length {
-            let chunk = UnixSocket.readSome(fd, max: min(65536, length - body.count))
-            if chunk.isEmpty { throw HTTPError(status: 400, message: "body shorter than Content-Length") }
-            body += chunk
-        }
-        return HTTPRequest(method: request.method, path: request.path, headers: headers, body: Array(body.prefix(length)))
+        let bodyStart = headEnd + 4
+        guard data.count - bodyStart >= length else { return .incomplete }
+        return .complete(HTTPRequest(method: request.method, path: request.path, headers: headers,
+                                     body: Array(data[bodyStart..<(bodyStart + length)])), consumed: bodyStart + length)
     }
 
     static func find(_ haystack: [UInt8], _ needle: [UInt8]) -> Int? {
@@ -110,6 +107,7 @@ public struct HTTPResponse: Sendable {
         case 413: "Payload Too Large"
         case 431: "Request Header Fields Too Large"
         case 500: "Internal Server Error"
+        case 503: "Service Unavailable"
         default: "Status"
         }
     }

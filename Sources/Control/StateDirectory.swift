@@ -89,7 +89,7 @@ public struct StateDirectory: Sendable {
     /// Removes the VM's folder and everything in it.
     public func remove(_ name: String) throws(Failure) {
         try require(name)
-        for file in ["config.json", "pid", "api.sock", "console.sock", "console.log", "vmm.log", "result.json", "started"] {
+        for file in ["config.json", "vmm.json", "pid", "api.sock", "console.sock", "console.log", "vmm.log", "result.json", "started"] {
             unlink(path(name, file))
         }
         guard rmdir(folder(name)) == 0 else {

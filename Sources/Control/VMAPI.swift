@@ -1,23 +1,26 @@
 import Glibc
 import VMM
 
-/// The control API a running VM serves (documented in Sources/Control/openapi.json):
+/// The control API a VM serves (documented in Sources/Control/openapi.json), before
+/// and after it boots:
 ///
 ///     GET  /vm           its description, state, pid, uptime and statistics
 ///     GET  /vm/stats     the statistics alone
-///     PUT  /vm/state     {"state": "paused" | "running" | "stopped"}
-///     POST /vm/actions   {"action": "power-button"}: ask the guest to shut down
+///     PUT  /vm/config    the whole description (before boot only; 409 after)
+///     PUT  /vm/state     {"state": "running" | "paused" | "stopped"}: running boots a
+///                        created VM and resumes a paused one
+///     POST /vm/actions   {"action": "start"}: boot a created VM (InstanceStart);
+///                        {"action": "power-button"}: ask the guest to shut down
 ///
-/// The handler only translates: the machine does the work.
+/// The handler only translates: the VM instance and its machine do the work.
 public struct VMAPI: Sendable {
-    public let name: String
-    public let description: VMDescription
-    public let machine: Machine
+    public let vm: VMInstance
+    /// Asks the process to end (a created VM told to stop has no machine to stop).
+    public let endProcess: @Sendable () -> Void
 
-    public init(name: String, description: VMDescription, machine: Machine) {
-        self.name = name
-        self.description = description
-        self.machine = machine
+    public init(vm: VMInstance, endProcess: @escaping @Sendable () -> Void) {
+        self.vm = vm
+        self.endProcess = endProcess
     }
 
     public func handle(_ request: HTTPRequest) -> HTTPResponse {
@@ -28,18 +31,24 @@ public struct VMAPI: Sendable {
         }
     }
 
+    static let resources = ["/vm", "/vm/stats", "/vm/config", "/vm/state", "/vm/actions"]
+
     func route(_ r: HTTPRequest) throws(HTTPError) -> HTTPResponse {
         let path = r.path.split(separator: "?").first.map(String.init) ?? r.path
         switch (r.method, path) {
         case ("GET", "/vm"):
             return HTTPResponse(status: 200, body: describe())
         case ("GET", "/vm/stats"):
-            return HTTPResponse(status: 200, body: VMAPI.statistics(machine.currentStatistics()))
+            return HTTPResponse(status: 200, body: VMAPI.statistics(vm.machine?.currentStatistics() ?? ExitStatistics()))
+        case ("GET", "/vm/config"):
+            return HTTPResponse(status: 200, body: vm.description.json)
+        case ("PUT", "/vm/config"):
+            return try configure(r.json())
         case ("PUT", "/vm/state"):
             return try changeState(r.json())
-        case ("POST", "/vm/actions"):
+        case ("POST", "/vm/actions"), ("PUT", "/vm/actions"):
             return try act(r.json())
-        case (_, "/vm"), (_, "/vm/stats"), (_, "/vm/state"), (_, "/vm/actions"):
+        case (_, _) where VMAPI.resources.contains(path):
             throw HTTPError(status: 405, message: "\(r.method) is not allowed on \(path)")
         default:
             throw HTTPError(status: 404, message: "no such resource \(path) (try GET /vm)")
@@ -47,13 +56,14 @@ public struct VMAPI: Sendable {
     }
 
     func describe() -> JSONValue {
-        .object([
-            ("name", .string(name)),
-            ("state", .string(machine.state.rawValue)),
+        let machine = vm.machine
+        return .object([
+            ("name", .string(vm.name)),
+            ("state", .string(vm.stateName)),
             ("pid", .int(Int64(getpid()))),
-            ("uptimeSeconds", .double(Double(machine.uptimeNanoseconds / 1_000_000) / 1000)),
-            ("config", description.json),
-            ("statistics", VMAPI.statistics(machine.currentStatistics())),
+            ("uptimeSeconds", .double(Double((machine?.uptimeNanoseconds ?? 0) / 1_000_000) / 1000)),
+            ("config", vm.description.json),
+            ("statistics", VMAPI.statistics(machine?.currentStatistics() ?? ExitStatistics())),
         ])
     }
 
@@ -64,34 +74,55 @@ public struct VMAPI: Sendable {
                         ("guestNanoseconds", .uint(s.guestNanoseconds)), ("vmmNanoseconds", .uint(s.vmmNanoseconds))])
     }
 
+    func configure(_ body: JSONValue) throws(HTTPError) -> HTTPResponse {
+        var d: VMDescription
+        do { d = try VMDescription.from(body) } catch { throw HTTPError(status: 400, message: error.description) }
+        if let n = d.name, n != vm.name { throw HTTPError(status: 400, message: "\"name\": the VM is '\(vm.name)'; a name cannot change") }
+        d.name = vm.name
+        do { try vm.configure(d) } catch { throw HTTPError(status: error.status, message: error.message) }
+        return HTTPResponse(status: 200, body: .object([("state", .string(vm.stateName)), ("config", d.json)]))
+    }
+
+    func boot() throws(HTTPError) {
+        do { try vm.start() } catch { throw HTTPError(status: error.status, message: error.message) }
+    }
+
     func changeState(_ body: JSONValue) throws(HTTPError) -> HTTPResponse {
         guard let fields = body.fields, fields.count == 1, let wanted = body["state"]?.string else {
-            throw HTTPError(status: 400, message: "expected {\"state\": \"paused\" | \"running\" | \"stopped\"}")
+            throw HTTPError(status: 400, message: "expected {\"state\": \"running\" | \"paused\" | \"stopped\"}")
         }
-        let now = machine.state
+        let now = vm.stateName
         switch wanted {
         case "paused":
-            guard now == .running || now == .paused else { throw HTTPError(status: 409, message: "cannot pause a VM that is \(now.rawValue)") }
-            guard machine.pause() else { throw HTTPError(status: 500, message: "the vCPUs did not stop in time") }
+            guard let machine = vm.machine, now == "running" || now == "paused" else { throw HTTPError(status: 409, message: "cannot pause a VM that is \(now)") }
+            guard machine.pause() else { throw HTTPError(status: 503, message: "the vCPUs did not stop in time") }
         case "running":
-            guard now == .paused || now == .running else { throw HTTPError(status: 409, message: "cannot resume a VM that is \(now.rawValue)") }
+            if now == "created" { try boot(); break }
+            guard let machine = vm.machine, now == "paused" || now == "running" else { throw HTTPError(status: 409, message: "cannot run a VM that is \(now)") }
             machine.resume()
         case "stopped":
-            guard now != .stopped else { throw HTTPError(status: 409, message: "the VM is already stopped") }
-            machine.requestStop(.hostStop)
+            guard now != "stopped" else { throw HTTPError(status: 409, message: "the VM is already stopped") }
+            if let machine = vm.machine { machine.requestStop(.hostStop) } else { endProcess() }
         default:
-            throw HTTPError(status: 400, message: "unknown state \"\(wanted)\" (paused, running or stopped)")
+            throw HTTPError(status: 400, message: "unknown state \"\(wanted)\" (running, paused or stopped)")
         }
-        return HTTPResponse(status: 200, body: .object([("state", .string(machine.state.rawValue))]))
+        return HTTPResponse(status: 200, body: .object([("state", .string(vm.stateName))]))
     }
 
     func act(_ body: JSONValue) throws(HTTPError) -> HTTPResponse {
         guard let fields = body.fields, fields.count == 1, let action = body["action"]?.string else {
-            throw HTTPError(status: 400, message: "expected {\"action\": \"power-button\"}")
+            throw HTTPError(status: 400, message: "expected {\"action\": \"start\" | \"power-button\"}")
         }
-        guard action == "power-button" else { throw HTTPError(status: 400, message: "unknown action \"\(action)\" (power-button)") }
-        guard machine.state == .running else { throw HTTPError(status: 409, message: "the VM is \(machine.state.rawValue)") }
-        let listening = machine.pressPowerButton()
-        return HTTPResponse(status: 200, body: .object([("action", .string(action)), ("guestListening", .bool(listening))]))
+        switch action {
+        case "start", "InstanceStart":
+            try boot()
+            return HTTPResponse(status: 200, body: .object([("action", .string("start")), ("state", .string(vm.stateName))]))
+        case "power-button":
+            guard let machine = vm.machine, vm.stateName == "running" else { throw HTTPError(status: 409, message: "the VM is \(vm.stateName)") }
+            let listening = machine.pressPowerButton()
+            return HTTPResponse(status: 200, body: .object([("action", .string(action)), ("guestListening", .bool(listening))]))
+        default:
+            throw HTTPError(status: 400, message: "unknown action \"\(action)\" (start, power-button)")
+        }
     }
 }

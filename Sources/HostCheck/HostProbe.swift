@@ -1,3 +1,4 @@
+import Control
 import Boot
 import Devices
 import Glibc

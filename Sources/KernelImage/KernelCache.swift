@@ -36,11 +36,11 @@ public struct KernelCache: Sendable {
         // only a bzImage is read whole here: a vmlinux can be tens of megabytes, and the
         // VMM reads it anyway.
         let head: [UInt8]
-        do { head = try ImageFile.read(path, limit: 64 << 10) } catch { throw Failure(description: error.description) }
+        do { head = try FileContents.read(path, limit: 64 << 10) } catch { throw Failure(description: error.description) }
         let linux = (try? Multiboot.findHeader(head)) == nil && LinuxKernel.recognises(head)
         guard LinuxKernel.isBzImage(head) else { return .unchanged(linux: linux) }
         let bytes: [UInt8]
-        do { bytes = try ImageFile.read(path) } catch { throw Failure(description: error.description) }
+        do { bytes = try FileContents.read(path) } catch { throw Failure(description: error.description) }
         let kernel: LinuxKernel
         do { kernel = try LinuxKernel(bytes) } catch { return .unchanged(linux: linux) } // the VMM will say what is wrong
         guard kernel.format == .bzImage, let payload = kernel.payload,

@@ -43,11 +43,16 @@ public final class EventLoop: @unchecked Sendable {
     }
 
     /// Calls `handler` whenever `fd` has any of `events` (it keeps being called while
-    /// the condition holds: level-triggered).
-    public func add(_ fd: Int32, events: UInt32 = EventLoop.readable, handler: @escaping Handler) {
-        handlers[fd] = handler
+    /// the condition holds: level-triggered). False for an fd epoll cannot watch (a
+    /// regular file, /dev/null): read those some other way.
+    @discardableResult
+    public func add(_ fd: Int32, events: UInt32 = EventLoop.readable, handler: @escaping Handler) -> Bool {
         var e = epoll_event(events: events, data: epoll_data_t(fd: fd))
-        if epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &e) != 0 { epoll_ctl(epoll, EPOLL_CTL_MOD, fd, &e) }
+        if epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &e) != 0 {
+            guard errno == EEXIST, epoll_ctl(epoll, EPOLL_CTL_MOD, fd, &e) == 0 else { return false }
+        }
+        handlers[fd] = handler
+        return true
     }
 
     /// Changes what `fd` is watched for.

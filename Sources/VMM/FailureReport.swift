@@ -5,7 +5,7 @@ import KVM
 /// Turns an exit the VMM cannot go on from into one line a person can act on: the
 /// exit, the vCPU, where it was (RIP, the kernel symbol when known, mode), the
 /// instruction bytes there and the registers.
-enum FailureReport {
+public enum FailureReport {
     static func describe(vcpu: VCPU, index: Int, memory: GuestMemory, symbolFile: String? = nil, exit: String, instructionBytes: [UInt8]?) -> String {
         var text = "vCPU \(index): \(exit)"
         guard let regs = try? vcpu.registers(), let sregs = try? vcpu.specialRegisters() else { return text }
@@ -31,8 +31,8 @@ enum FailureReport {
 
     /// The kernel's symbols from `file` (`MachineConfig.effectiveSymbolFile`): read only
     /// when a report needs them, never while the guest runs.
-    static func symbols(in file: String?) -> KernelSymbols? {
-        guard let file, let bytes = try? ImageFile.read(file) else { return nil }
+    public static func symbols(in file: String?) -> KernelSymbols? {
+        guard let file, let bytes = try? FileContents.read(file) else { return nil }
         return KernelSymbols.read(bytes)
     }
 

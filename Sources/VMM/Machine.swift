@@ -237,4 +237,11 @@ public struct MachineResult: Sendable {
     public let unclaimedAccesses: UInt64
     /// Guest RAM the host actually backs at the end (touched pages).
     public let guestResidentBytes: UInt64
+
+    /// The same result, stopped for another reason (a stop signal that arrived while
+    /// the guest was rebooting ends the VM instead of the reboot).
+    public func with(reason: StopReason) -> MachineResult {
+        MachineResult(reason: reason, statistics: statistics, perVCPU: perVCPU, setupNanoseconds: setupNanoseconds,
+                      runNanoseconds: runNanoseconds, unclaimedAccesses: unclaimedAccesses, guestResidentBytes: guestResidentBytes)
+    }
 }

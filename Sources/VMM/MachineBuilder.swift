@@ -14,7 +14,7 @@ extension Machine {
 
         // The guest's files first: a missing or bad file is the likeliest mistake, and
         // is reported before any KVM resource is taken.
-        let guest = try GuestImage.read(config.boot)
+        let guest = try BootImage.read(config.boot)
 
         let kvm: KVMSystem
         do { kvm = try KVMSystem(path: config.kvmPath) } catch {
@@ -121,7 +121,7 @@ extension Machine {
 }
 
 /// What the machine boots, read from disk and recognised, before any VM exists.
-enum GuestImage {
+enum BootImage {
     case flat(FlatBinary)
     case multiboot(Multiboot, commandLine: String, module: (bytes: [UInt8], name: String)?)
     case linux(LinuxKernel, commandLine: String, initrd: [UInt8]?)
@@ -129,20 +129,20 @@ enum GuestImage {
     /// Kernels need the PC platform (irqchip, ACPI); flat binaries run bare.
     var needsPlatform: Bool { if case .flat = self { false } else { true } }
 
-    static func read(_ source: BootSource) throws(MachineError) -> GuestImage {
+    static func read(_ source: BootSource) throws(MachineError) -> BootImage {
         switch source {
         case .demo:
             return .flat(FlatBinary(bytes: DemoGuest.bytes, mode: .real, loadAddress: DemoGuest.loadAddress))
         case let .flat(path, mode, load, entry):
-            let bytes = try ImageFile.read(path)
+            let bytes = try FileContents.read(path)
             guard !bytes.isEmpty else { throw .boot(.emptyImage) }
             return .flat(FlatBinary(bytes: bytes, mode: mode, loadAddress: load, entry: entry))
         case let .flatImage(image):
             return .flat(image)
         case let .kernel(path, commandLine, initrd):
-            let bytes = try ImageFile.read(path)
+            let bytes = try FileContents.read(path)
             guard !bytes.isEmpty else { throw .boot(.emptyImage) }
-            let module = try initrd.map { p throws(MachineError) in (bytes: try ImageFile.read(p), name: p) }
+            let module = try initrd.map { p throws(MachineError) in (bytes: try FileContents.read(p), name: p) }
             do {
                 if try Multiboot.findHeader(bytes) != nil {
                     // Like GRUB and QEMU, the kernel's own name comes first: programs

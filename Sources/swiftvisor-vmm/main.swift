@@ -1,13 +1,15 @@
 // swiftvisor-vmm: the process that runs one virtual machine for its whole life.
 //
-// `swiftvisor run` validates its command line and then execs (or, detached, spawns)
-// this program with the same flags, so what stays resident while a guest runs is only
-// the VMM library and the Swift runtime, not the argument parser and Foundation
-// (README "Two executables").
-// Usage: swiftvisor-vmm [--demo | --image FILE --mode real|protected|long
-//        [--load-address A] [--entry A] | --kernel FILE [--cmdline S] [--initrd FILE]]
-//        [--memory SIZE] [--cpus N] [--test-devices] [--no-pit] [--timeout SECONDS]
-//        [--name NAME [--state-dir DIR] [--detached]] [--stats] [--json]
+// The `swiftvisor` command builds the VM's JSON description (from flags, a config
+// file or both) and execs (or, for a named VM, spawns) this program with it:
+//
+//     swiftvisor-vmm --config FILE | --config-fd N
+//
+// The document is a `VMMLaunch` (README "Config files"). This process links no
+// argument parser and no Foundation, so what stays resident while a guest runs is
+// the VMM library and the Swift runtime (README "Two executables"). One event loop
+// waits on signals, the machine's stop, console input and the API.
+import CLinux
 import Control
 import Devices
 import Glibc
@@ -28,96 +30,175 @@ struct Registration {
     func record(_ text: String, _ file: String) { try? state.write(text, to: name, file) }
 }
 
-func console(for options: RunOptions, registration: Registration?) -> (any SerialOutput, ConsoleHub?) {
-    // Detached, the console is the state directory's log and socket; otherwise the
-    // terminal (with --json, stdout carries only the report and the console is stderr).
-    if options.detached, let registration {
-        do {
-            let hub = try ConsoleHub(logPath: registration.state.path(registration.name, "console.log"),
-                                     socketPath: registration.state.path(registration.name, "console.sock"))
-            return (hub, hub)
-        } catch {
-            fail(error.description, code: ProcessExitCode.vmmFailure, json: options.json)
+func readLaunch(_ arguments: [String]) -> VMMLaunch {
+    let usage = "usage: swiftvisor-vmm --config FILE | --config-fd N (a VM description from the swiftvisor command)"
+    guard arguments.count == 2 else { fail(usage, code: ProcessExitCode.usage, json: false) }
+    do {
+        switch arguments[0] {
+        case "--config":
+            let text = String(decoding: try FileContents.read(arguments[1], limit: 1 << 20), as: UTF8.self)
+            return try VMMLaunch.parse(text)
+        case "--config-fd":
+            guard let fd = Int32(arguments[1]), fd >= 0 else { fail(usage, code: ProcessExitCode.usage, json: false) }
+            defer { close(fd) }
+            return try VMMLaunch.read(fd: fd)
+        default:
+            fail(usage, code: ProcessExitCode.usage, json: false)
         }
-    }
-    return (FileDescriptorOutput(fd: options.json ? 2 : 1), nil)
-}
-
-func build(_ options: RunOptions, console: any SerialOutput, registration: Registration?) -> Machine {
-    do {
-        return try Machine.build(options.config, console: console)
+    } catch let e as MachineError {
+        fail(e.description, code: ProcessExitCode.forError(e), json: false)
     } catch {
-        let code = ProcessExitCode.forError(error)
-        registration?.record(JSONValue.object([("exitCode", .int(Int64(code))), ("error", .string(error.description))]).rendered + "\n", "result.json")
-        fail(error.description, code: code, json: options.json)
+        fail("\(error)", code: ProcessExitCode.usage, json: false)
     }
 }
 
-func serve(_ machine: Machine, options: RunOptions, registration: Registration) -> APIServer {
-    let api = VMAPI(name: registration.name, description: VMDescription(name: registration.name, options: options), machine: machine)
-    let server: APIServer
-    do {
-        server = try APIServer(path: registration.state.path(registration.name, "api.sock"), handler: { api.handle($0) })
-    } catch {
-        fail(error.description, code: ProcessExitCode.vmmFailure, json: options.json)
+/// Everything the loop's handlers share, all touched on the loop's thread.
+final class Session: @unchecked Sendable {
+    // Sound to share: only the event loop's thread reads and writes these.
+    let launch: VMMLaunch
+    let loop: EventLoop
+    let registration: Registration?
+    let console: any SerialOutput
+    var instance: VMInstance!
+    var result: MachineResult?
+    var lastMachine: Machine?
+    var endedBeforeBoot = false
+    var done = false
+    /// A stop signal, remembered: one that arrives while the guest reboots must end the
+    /// VM rather than be lost between two machines.
+    var stopSignal: Int32?
+
+    init(launch: VMMLaunch, loop: EventLoop, registration: Registration?, console: any SerialOutput) {
+        self.launch = launch
+        self.loop = loop
+        self.registration = registration
+        self.console = console
     }
-    server.start()
-    return server
+
+    /// Builds the machine and starts its vCPUs; the loop watches it from then on.
+    func boot(_ d: VMDescription) -> Result<Machine, VMInstance.BootFailure> {
+        let machine: Machine
+        do { machine = try Machine.build(d.config, console: console) }
+        catch {
+            let code = ProcessExitCode.forError(error)
+            return .failure(.init(message: error.description, status: code == ProcessExitCode.vmmFailure ? 503 : 400, exitCode: code))
+        }
+        lastMachine = machine
+        machine.start(on: loop, timeLimit: d.timeoutNanoseconds)
+        loop.add(machine.stopEventFD) { [self] _ in stopped(machine) }
+        return .success(machine)
+    }
+
+    /// The machine is stopping: collect it, and boot again after a reboot if asked.
+    func stopped(_ machine: Machine) {
+        loop.remove(machine.stopEventFD)
+        var r = machine.finish(loop: loop)
+        if let s = stopSignal, r.reason == .reset { r = r.with(reason: .signal(s)) }
+        if instance.description.restartOnReboot && r.reason == .reset {
+            StandardStream.error("\r\nswiftvisor: the guest rebooted; starting it again\r\n")
+            switch boot(instance.description) {
+            case let .success(m): instance.replaceMachine(m); return
+            case let .failure(f): StandardStream.error("swiftvisor: \(f.message)\n")
+            }
+        }
+        result = r
+        instance.ended()
+        done = true
+    }
 }
 
 func main() -> Never {
-    // SIGINT, SIGTERM and SIGHUP stop the VM cleanly (Machine.run reads them from a
-    // signalfd): hold them for the whole process, so one that arrives between two
-    // machines (a reboot) is not fatal but stops the next.
+    // SIGINT, SIGTERM and SIGHUP stop the VM cleanly through a signalfd on the loop;
+    // they are held for the whole process, so one that arrives between two machines (a
+    // reboot) is not fatal but stops the next.
     var stopSignals = sigset_t()
     sigemptyset(&stopSignals)
     for s in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&stopSignals, s) }
     pthread_sigmask(SIG_BLOCK, &stopSignals, nil)
 
-    let arguments = Array(CommandLine.arguments.dropFirst())
-    let wantsJSON = arguments.contains("--json")
-    let options: RunOptions
-    do {
-        options = try RunOptions(arguments: arguments)
-    } catch {
-        fail(error.description, code: ProcessExitCode.usage, json: wantsJSON)
+    let launch = readLaunch(Array(CommandLine.arguments.dropFirst()))
+    let json = launch.json
+    let registration = launch.vm.name.flatMap { n in launch.stateDirectory.map { Registration(state: StateDirectory(root: $0), name: n) } }
+    registration?.record("\(getpid())\n", "pid")
+    let loop: EventLoop
+    do { loop = try EventLoop() } catch { fail(error.description, code: ProcessExitCode.vmmFailure, json: json) }
+
+    // Detached, the console is the state directory's log and socket; otherwise the
+    // terminal (with --json, stdout carries only the report and the console is stderr).
+    var hub: ConsoleHub? = nil
+    let output: any SerialOutput
+    if launch.detached, let registration {
+        do {
+            hub = try ConsoleHub(logPath: registration.state.path(registration.name, "console.log"),
+                                 socketPath: registration.state.path(registration.name, "console.sock"))
+        } catch {
+            fail(error.description, code: ProcessExitCode.vmmFailure, json: json)
+        }
+        output = hub!
+    } else {
+        output = FileDescriptorOutput(fd: json ? 2 : 1)
     }
 
-    let registration = options.name.map { Registration(state: StateDirectory.resolve(options.stateDirectory), name: $0) }
-    registration?.record("\(getpid())\n", "pid")
-    let (output, hub) = console(for: options, registration: registration)
-    // In the foreground, the terminal is the console's keyboard too. Input goes to
-    // whichever machine is current (a reboot with --on-reboot restart makes a new one).
-    let terminal = options.detached || options.json ? nil : TerminalConsole()
-    let current = Mutex<Machine?>(nil)
+    let session = Session(launch: launch, loop: loop, registration: registration, console: output)
+    let instance = VMInstance(name: launch.vm.name ?? "vm", description: launch.vm,
+                              configured: { d in registration?.record(d.json.rendered + "\n", "config.json") },
+                              boot: { d in session.boot(d) })
+    session.instance = instance
 
-    var machine: Machine
-    var result: MachineResult
-    var boots = 0
-    repeat {
-        if boots > 0 { StandardStream.error("\r\nswiftvisor: the guest rebooted; starting it again\r\n") }
-        boots += 1
-        machine = build(options, console: output, registration: registration)
-        current.withLock { $0 = machine }
-        if boots == 1 { // input readers start once there is a machine to read for
-            terminal?.start(deliver: { bytes in current.withLock { $0 }?.sendConsoleInput(bytes) },
-                            quit: { current.withLock { $0 }?.requestStop(.hostStop) })
-            hub?.start { bytes in current.withLock { $0 }?.sendConsoleInput(bytes) }
+    let signalFD = signalfd(-1, &stopSignals, Int32(SFD_CLOEXEC | SFD_NONBLOCK))
+    if signalFD >= 0 {
+        loop.add(signalFD) { _ in
+            var info = signalfd_siginfo()
+            guard read(signalFD, &info, MemoryLayout<signalfd_siginfo>.size) == MemoryLayout<signalfd_siginfo>.size else { return }
+            session.stopSignal = Int32(info.ssi_signo)
+            if let m = instance.machine, instance.phase == .booted { m.requestStop(.signal(Int32(info.ssi_signo))) }
+            else { session.endedBeforeBoot = true; session.done = true }
         }
-        let server = registration.map { serve(machine, options: options, registration: $0) }
-        result = machine.run(timeLimit: options.timeoutSeconds.map { UInt64($0 * 1e9) })
-        server?.close()
-    } while options.restartOnReboot && result.reason == .reset
+    }
+
+    // Console input goes to whichever machine is current (a reboot makes a new one).
+    let deliver: @Sendable ([UInt8]) -> Void = { bytes in instance.machine?.sendConsoleInput(bytes) }
+    let terminal = launch.detached || json ? nil : TerminalConsole()
+    terminal?.start(on: loop, deliver: deliver, quit: { instance.machine?.requestStop(.hostStop) })
+    hub?.start(on: loop, deliver: deliver)
+
+    var server: APIServer? = nil
+    if let registration {
+        let api = VMAPI(vm: instance, endProcess: { loop.post { session.endedBeforeBoot = true; session.done = true } })
+        do {
+            server = try APIServer(path: registration.state.path(registration.name, "api.sock"), handler: { api.handle($0) })
+        } catch {
+            fail(error.description, code: ProcessExitCode.vmmFailure, json: json)
+        }
+        server?.start(on: loop)
+    }
+
+    if launch.start {
+        do { try instance.start() } catch {
+            let code = error.exitCode
+            registration?.record(JSONValue.object([("exitCode", .int(Int64(code))), ("error", .string(error.message))]).rendered + "\n", "result.json")
+            terminal?.restore()
+            fail(error.message, code: code, json: json)
+        }
+    }
+
+    loop.run(until: { session.done })
+
     terminal?.restore()
-    let finalMachine = machine
-    let report = RunReport(result: result, config: options.config, portName: { finalMachine.portName($0) },
-                           vmmResident: ProcessMemory.resident())
+    server?.close()
     hub?.close()
+    guard let result = session.result, let machine = session.lastMachine else {
+        // Ended before it ever booted (stopped through the API, or a signal).
+        registration?.record(JSONValue.object([("exitCode", .int(0)), ("stop", .object([("reason", .string("stopped before boot"))]))]).rendered + "\n", "result.json")
+        exit(0)
+    }
+    let report = RunReport(result: result, config: machine.config, portName: { machine.portName($0) },
+                           vmmResident: ProcessMemory.resident())
     registration?.record(report.json.rendered + "\n", "result.json")
 
-    if options.json {
+    if json {
         StandardStream.output(report.json.rendered + "\n")
-    } else if options.stats || (options.config.boot == .demo && !options.detached) {
+    } else if launch.stats || (launch.vm.config.boot == .demo && !launch.detached) {
         StandardStream.error(report.text)
     } else {
         switch result.reason {

@@ -36,86 +36,10 @@ struct RunCommand: ParsableCommand {
             """
     )
 
-    @Option(name: .long, help: ArgumentHelp("A flat binary to boot instead of the demo guest.", valueName: "file"))
-    var image: String?
-
-    @Option(name: .long, help: ArgumentHelp("Read the VM's description from this JSON file (schema in the README); flags override it.", valueName: "file"))
-    var config: String?
-
-    @Flag(name: .long, help: "Run in the background as a named VM; print its name once it runs.")
-    var detach = false
-
-    @Option(name: .long, help: ArgumentHelp("Name the VM (letters, digits, '-', '_', '.'), so the lifecycle verbs can reach it.", valueName: "name"))
-    var name: String?
-
-    @Option(name: .long, help: ArgumentHelp("Where named VMs live.", valueName: "dir"))
-    var stateDir: String?
-
-    @Option(name: .long, help: ArgumentHelp("The mode the flat binary starts in: real, protected or long (default: long).", valueName: "mode"))
-    var mode: CPUMode?
-
-    @Option(name: .long, help: ArgumentHelp("Where the image goes in guest memory (default 0x7c00 in real mode, 0x100000 otherwise).", valueName: "address"),
-            transform: RunCommand.address)
-    var loadAddress: UInt64?
-
-    @Option(name: .long, help: ArgumentHelp("Where execution starts (default: the load address).", valueName: "address"),
-            transform: RunCommand.address)
-    var entry: UInt64?
-
-    @Option(name: .long, help: ArgumentHelp("A kernel to boot: a Linux bzImage or vmlinux, or a Multiboot image (e.g. a kvm-unit-tests .flat file).", valueName: "file"))
-    var kernel: String?
-
-    @Option(name: .long, help: ArgumentHelp("The kernel's System.map (or an unstripped vmlinux), to name the kernel function in failure reports. Default: the kernel's own symbol table, or System.map-VERSION beside vmlinuz-VERSION.", valueName: "file"))
-    var systemMap: String?
-
-    @Option(name: .long, help: ArgumentHelp("The kernel's command line.", valueName: "text"))
-    var cmdline: String?
-
-    @Option(name: .long, help: ArgumentHelp("An initial RAM disk: a Multiboot kernel's module.", valueName: "file"))
-    var initrd: String?
-
-    @Flag(name: .long, help: "Add the devices QEMU offers test suites: isa-debug-exit (0xf4), pc-testdev, fw_cfg.")
-    var testDevices = false
-
-    enum Quirks: String, ExpressibleByArgument, CaseIterable { case auto, on, off }
-
-    @Option(name: .long, help: ArgumentHelp("Work-arounds for hosts whose KVM emulates guest kernel mode (see `swiftvisor doctor`): auto turns them on for kernels (Linux and Multiboot) where the probe finds such a host; flat binaries get them only with on.", valueName: "auto|on|off"))
-    var quirks: Quirks = .auto
-
-    enum OnReboot: String, ExpressibleByArgument, CaseIterable { case exit, restart }
-
-    @Option(name: .long, help: ArgumentHelp("What a guest reboot (i8042 reset, ACPI reset) does: end the VM (exit code 0) or start the guest again.", valueName: "exit|restart"))
-    var onReboot: OnReboot = .exit
-
-    @Flag(name: .long, help: "Boot a vmlinux through its PVH entry (32-bit, hvm_start_info) instead of the 64-bit boot protocol.")
-    var pvh = false
-
-    @Flag(name: .long, help: "List the host quirks in use before the VM starts.")
-    var verbose = false
-
-    @Flag(name: .long, help: "Leave out the i8254 timer (PIT) that kernels otherwise get.")
-    var noPit = false
-
-    @Option(name: .long, help: ArgumentHelp("Stop a guest still running after this many seconds (exit code 124).", valueName: "seconds"))
-    var timeout: Double?
-
-    @Option(name: .long, help: ArgumentHelp("Guest RAM, e.g. 64M or 2G.", valueName: "size"), transform: RunCommand.size)
-    var memory: UInt64?
-
-    @Option(name: .long, help: "Number of vCPUs (for flat binaries each starts at the entry point with its index in RDI; kernels start the others with INIT/SIPI).")
-    var cpus: Int?
-
-    @Flag(name: .long, help: "Print what trapped to the VMM and where the time went, after the guest stops.")
-    var stats = false
-
-    @Flag(name: .long, help: "Print the run report as JSON on stdout (the guest console then goes to stderr).")
-    var json = false
-
-    @Option(name: .long, help: ArgumentHelp("The KVM device to use.", valueName: "path", visibility: .hidden))
-    var kvmDevice: String = "/dev/kvm"
+    @OptionGroup var flags: VMFlags
 
     static func address(_ text: String) throws -> UInt64 {
-        guard let v = RunOptions.parseAddress(text) else {
+        guard let v = AddressValue.parse(text) else {
             throw ValidationError("'\(text)' is not an address (use 0x7c00 or 31744)")
         }
         return v
@@ -126,68 +50,111 @@ struct RunCommand: ParsableCommand {
         return v
     }
 
-    func options() throws -> RunOptions {
-        // A config file first, then the flags on top of it.
-        var base = RunOptions(config: MachineConfig())
-        var fileName: String? = nil
-        if let config {
-            let text: String
-            do { text = String(decoding: try ImageFile.read(config), as: UTF8.self) }
-            catch { throw ValidationError(error.description) }
+    /// ArgumentParser has checked the command line (and answered --help); what the
+    /// flags mean is `RunFlags`, for this path and the fast path alike.
+    func run() throws {
+        let settings: RunSettings
+        do { settings = try RunFlags.parse(RunCommand.words(after: "run")) } catch { throw fail(error, json: flags.json) }
+        guard settings.positionals.isEmpty else { throw fail(RunFlags.Failure("unexpected argument '\(settings.positionals[0])'"), json: flags.json) }
+        try RunCommand.launch(settings, create: false)
+    }
+
+    /// The words of this process's command line after the subcommand `name`.
+    static func words(after name: String) -> [String] {
+        let all = Array(CommandLine.arguments.dropFirst())
+        guard let i = all.firstIndex(of: name) else { return [] }
+        return Array(all[(i + 1)...])
+    }
+
+    /// Prints a flag failure as one line and becomes its exit code.
+    func fail(_ f: RunFlags.Failure, json: Bool) -> ExitCode {
+        StandardStream.failure(f.description, code: f.code, json: json)
+        return ExitCode(f.code)
+    }
+
+    /// The description a command line gives: its config file, then its flags.
+    static func describe(_ s: RunSettings) throws(RunFlags.Failure) -> VMDescription {
+        var base = VMDescription()
+        if let file = s.configFile {
+            let bytes: [UInt8]
+            do { bytes = try FileContents.read(file, limit: 1 << 20) }
+            catch { throw RunFlags.Failure(error.description, code: ProcessExitCode.forError(error)) }
+            do { base = try VMDescription.parse(String(decoding: bytes, as: UTF8.self)) }
+            catch { throw RunFlags.Failure("\(file): \(error.description)") }
+        }
+        let d = try s.description(base: base, prepareKernel: { k throws(RunFlags.Failure) in try bootable(k, verbose: s.verbose) }, quirksHere: {
+            HostProbe.cachedClass(devicePath: s.kvmDevice ?? "/dev/kvm", cacheDirectory: KernelCache.standard().directory + "/..") == .emulatedKernelMode
+        })
+        if s.verbose {
+            let q = HostQuirks.emulatedKernelMode
+            var linux = false
+            if case let .kernel(path, _, _) = d.config.boot { linux = (try? KernelCache.standard().prepare(path)).map { if case let .unchanged(l) = $0 { l } else { true } } ?? false }
+            let commandLine = linux ? "kernel command line += \(q.kernelCommandLine.joined(separator: " ")); " : ""
+            StandardStream.error(d.config.hostQuirks
+                ? "swiftvisor: host quirks on: \(commandLine)completed by the VMM: \(q.emulatedInstructions.joined(separator: ", "))\n"
+                : "swiftvisor: host quirks off\n")
+        }
+        return d
+    }
+
+    /// Runs (or, for `create`, only creates) the VM the settings describe.
+    static func launch(_ s: RunSettings, create: Bool) throws {
+        let json = s.json
+        func fail(_ f: RunFlags.Failure) -> ExitCode {
+            StandardStream.failure(f.description, code: f.code, json: json)
+            return ExitCode(f.code)
+        }
+        var d: VMDescription
+        do { d = try describe(s) } catch { throw fail(error) }
+        guard create || s.detach || d.name != nil else {
+            // The VM itself runs in swiftvisor-vmm, which replaces this process: it keeps
+            // our pid, terminal and signals, and its exit status is ours.
+            try VMMProcess.exec(VMMLaunch(vm: d, stats: s.stats, json: json))
+        }
+        // A named VM: register it in the state directory first, so the name is ours.
+        let directory = StateDirectory.resolve(s.stateDir)
+        let vmName = d.name ?? RunCommand.generatedName()
+        d.name = vmName
+        let detached = s.detach || create
+        let launch = VMMLaunch(vm: d, stateDirectory: directory.root, detached: detached, start: !create,
+                               stats: detached ? false : s.stats, json: detached ? false : json)
+        try verb(json) {
             do {
-                let d = try VMDescription.parse(try JSONValue.parse(text))
-                base = d.options
-                fileName = d.name
-            } catch let e as JSONValue.ParseError {
-                throw ValidationError("\(config): \(e.description)")
-            } catch {
-                throw ValidationError("\(config): \(error)")
+                try directory.create(vmName)
+                try directory.write(d.json.rendered + "\n", to: vmName, "config.json")
+                try directory.write(launch.jsonValue.rendered + "\n", to: vmName, "vmm.json")
+                try directory.write("\(time(nil))\n", to: vmName, "started")
+            } catch let e as StateDirectory.Failure { throw CLIFailure.from(e) }
+        }
+        let arguments = ["--config", directory.path(vmName, "vmm.json")]
+        guard detached else { try VMMProcess.exec(arguments: arguments, json: json) }
+
+        try verb(json) {
+            let pid: pid_t
+            do { pid = try VMMLauncher.spawnDetached(executable: VMMProcess.path(), arguments: arguments, logPath: directory.path(vmName, "vmm.log")) }
+            catch { throw CLIFailure(message: "\(error)", code: ProcessExitCode.vmmFailure) }
+            // Return once its API answers, or it has already ended.
+            for _ in 0..<400 {
+                var status: Int32 = 0
+                if waitpid(pid, &status, WNOHANG) == pid {
+                    let st = try? VMStatus.read(vmName, in: directory)
+                    if let error = st?.result?["error"]?.string {
+                        throw CLIFailure(message: error, code: st?.exitCode ?? ProcessExitCode.vmmFailure)
+                    }
+                    break // it ran and already finished: still a success to start it
+                }
+                if let st = try? VMStatus.read(vmName, in: directory), st.live != nil { break }
+                usleep(25_000)
             }
+            StandardStream.output(vmName + "\n")
         }
-        if image == nil, mode != nil || loadAddress != nil || entry != nil {
-            throw ValidationError("--mode, --load-address and --entry need --image")
-        }
-        if kernel == nil, cmdline != nil || initrd != nil {
-            throw ValidationError("--cmdline and --initrd need --kernel")
-        }
-        if kernel != nil, image != nil { throw ValidationError("--kernel excludes --image") }
-        if let timeout, !(timeout > 0) || !timeout.isFinite { throw ValidationError("--timeout must be a positive number of seconds") }
-        var options = base
-        if let kernel {
-            let (path, linux) = try RunCommand.bootable(kernel, verbose: verbose)
-            options.config.boot = .kernel(path: path, commandLine: cmdline ?? "", initrd: initrd)
-            options.config.symbolFile = systemMap ?? RunCommand.systemMap(besides: kernel)
-            options.config.hostQuirks = quirks == .on || (quirks == .auto &&
-                HostProbe.cachedClass(devicePath: kvmDevice, cacheDirectory: KernelCache.standard().directory + "/..") == .emulatedKernelMode)
-            if verbose {
-                let q = HostQuirks.emulatedKernelMode
-                let commandLine = linux ? "kernel command line += \(q.kernelCommandLine.joined(separator: " ")); " : ""
-                StandardStream.error(options.config.hostQuirks
-                    ? "swiftvisor: host quirks on: \(commandLine)completed by the VMM: \(q.emulatedInstructions.joined(separator: ", "))\n"
-                    : "swiftvisor: host quirks off\n")
-            }
-        } else {
-            if let image { options.config.boot = .flat(path: image, mode: mode ?? .long, loadAddress: loadAddress, entry: entry) }
-            options.config.hostQuirks = quirks == .on
-        }
-        if let memory { options.config.memorySize = memory }
-        if let cpus { options.config.vcpuCount = cpus }
-        if kvmDevice != "/dev/kvm" { options.config.kvmPath = kvmDevice }
-        if testDevices { options.config.testDevices = true }
-        if noPit { options.config.pit = false }
-        if let timeout { options.timeoutSeconds = timeout }
-        options.stats = stats
-        options.json = json
-        options.restartOnReboot = onReboot == .restart
-        if pvh { options.config.pvh = true }
-        options.name = name ?? fileName
-        do { try options.config.validate() } catch { throw ValidationError(error.description) }
-        return options
     }
 
     /// The file to hand the VMM for `kernel` (a bzImage's kernel decompressed on the
     /// host and cached, anything else as it is), and whether it is Linux.
-    static func bootable(_ kernel: String, verbose: Bool = false) throws -> (path: String, linux: Bool) {
+    static func bootable(_ kernel: String, verbose: Bool = false) throws(RunFlags.Failure) -> (path: String, linux: Bool) {
+        // A missing or unreadable kernel is the likeliest mistake: say so plainly.
+        do { _ = try FileContents.read(kernel, limit: 1) } catch { throw RunFlags.Failure(error.description, code: ProcessExitCode.forError(error)) }
         do {
             let started = monotonicNanoseconds()
             switch try KernelCache.standard().prepare(kernel) {
@@ -201,7 +168,7 @@ struct RunCommand: ParsableCommand {
                 return (path, true)
             }
         } catch {
-            throw ValidationError(error.description)
+            throw RunFlags.Failure(error.description, code: ProcessExitCode.badImage)
         }
     }
 
@@ -224,64 +191,102 @@ struct RunCommand: ParsableCommand {
         "vm-" + String(UInt32.random(in: 0x10_0000...0xFF_FFFF), radix: 16)
     }
 
-    /// The options of `swiftvisor run ARGS` when the VMM's parser reads `ARGS` as they
-    /// are and they pass validation; nil whenever ArgumentParser should handle them.
-    static func fastPath(_ arguments: [String]) -> RunOptions? {
-        guard arguments.first == "run" else { return nil }
-        let rest = Array(arguments.dropFirst())
-        // Named and detached VMs need the state directory set up here first.
-        // Kernels may need host-side decompression first.
-        let cliOnly: Set<String> = ["-h", "--help", "help", "--demo", "--name", "--state-dir", "--detached", "--detach", "--config", "--kernel"]
-        guard !rest.contains(where: { cliOnly.contains($0) }),
-              let options = try? RunOptions(arguments: rest),
-              (try? options.config.validate()) != nil else { return nil }
-        return options
-    }
-
-    func run() throws {
-        var options = try options()
-        guard detach || options.name != nil else {
-            // The VM itself runs in swiftvisor-vmm, which replaces this process: it keeps
-            // our pid, terminal and signals, and its exit status is ours.
-            try VMMProcess.exec(arguments: options.arguments, json: json)
-        }
-        // A named VM: register it in the state directory first, so the name is ours.
-        let directory = StateDirectory.resolve(stateDir)
-        let vmName = options.name ?? RunCommand.generatedName()
-        try verb(json) {
-            do {
-                try directory.create(vmName)
-                try directory.write(VMDescription(name: vmName, options: options).json.rendered + "\n", to: vmName, "config.json")
-                try directory.write("\(time(nil))\n", to: vmName, "started")
-            } catch let e as StateDirectory.Failure { throw CLIFailure.from(e) }
-        }
-        options.name = vmName
-        options.stateDirectory = directory.root
-        guard detach else { try VMMProcess.exec(arguments: options.arguments, json: json) }
-
-        options.detached = true
-        options.stats = false
-        options.json = false
-        try verb(json) {
-            let pid: pid_t
-            do { pid = try VMMLauncher.spawnDetached(executable: VMMProcess.path(), arguments: options.arguments, logPath: directory.path(vmName, "vmm.log")) }
-            catch { throw CLIFailure(message: "\(error)", code: ProcessExitCode.vmmFailure) }
-            // Return once it runs: its API answers, or it has already ended.
-            for _ in 0..<400 {
-                var status: Int32 = 0
-                if waitpid(pid, &status, WNOHANG) == pid {
-                    let s = try? VMStatus.read(vmName, in: directory)
-                    if let error = s?.result?["error"]?.string {
-                        throw CLIFailure(message: error, code: s?.exitCode ?? ProcessExitCode.vmmFailure)
-                    }
-                    break // it ran and already finished: still a success to start it
-                }
-                if let s = try? VMStatus.read(vmName, in: directory), s.live != nil { break }
-                usleep(25_000)
-            }
-            StandardStream.output(vmName + "\n")
-        }
+    /// The VM description of `swiftvisor run ARGS` when the option table alone can
+    /// read `ARGS` (no help, no named VM, no kernel to prepare) and it is valid; nil
+    /// whenever ArgumentParser should handle them.
+    static func fastPath(_ arguments: [String]) -> VMMLaunch? {
+        guard arguments.first == "run",
+              let s = try? RunFlags.parse(Array(arguments.dropFirst()), fastPathOnly: true), s.positionals.isEmpty,
+              let d = try? s.description(base: VMDescription(), prepareKernel: { _ throws(RunFlags.Failure) in throw RunFlags.Failure("no kernel here") },
+                                         quirksHere: { false }) else { return nil }
+        return VMMLaunch(vm: d, stats: s.stats, json: s.json)
     }
 }
 
 extension CPUMode: ExpressibleByArgument {}
+
+/// The options of `run` and `create`, as ArgumentParser shows and checks them. What
+/// they mean is `RunFlags`, the one table the fast path reads too (a test keeps the two
+/// lists equal). Options that take a value take the next word unconditionally, so
+/// `--cmdline '-pause_filter_test'` is a command line, not an unknown option.
+struct VMFlags: ParsableArguments {
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("A flat binary to boot instead of the demo guest.", valueName: "file"))
+    var image: String?
+
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Read the VM's description from this JSON file (schema in the README); flags override it.", valueName: "file"))
+    var config: String?
+
+    @Flag(name: .long, help: "Run in the background as a named VM; print its name once it runs.")
+    var detach = false
+
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Name the VM (letters, digits, '-', '_', '.'), so the lifecycle verbs can reach it.", valueName: "name"))
+    var name: String?
+
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Where named VMs live.", valueName: "dir"))
+    var stateDir: String?
+
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("The mode the flat binary starts in: real, protected or long (default: long).", valueName: "mode"))
+    var mode: CPUMode?
+
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Where the image goes in guest memory (default 0x7c00 in real mode, 0x100000 otherwise).", valueName: "address"),
+            transform: RunCommand.address)
+    var loadAddress: UInt64?
+
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Where execution starts (default: the load address).", valueName: "address"),
+            transform: RunCommand.address)
+    var entry: UInt64?
+
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("A kernel to boot: a Linux bzImage or vmlinux, or a Multiboot image (e.g. a kvm-unit-tests .flat file).", valueName: "file"))
+    var kernel: String?
+
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("The kernel's System.map (or an unstripped vmlinux), to name the kernel function in failure reports. Default: the kernel's own symbol table, or System.map-VERSION beside vmlinuz-VERSION.", valueName: "file"))
+    var systemMap: String?
+
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("The kernel's command line.", valueName: "text"))
+    var cmdline: String?
+
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("An initial RAM disk: a Multiboot kernel's module.", valueName: "file"))
+    var initrd: String?
+
+    @Flag(name: .long, help: "Add the devices QEMU offers test suites: isa-debug-exit (0xf4), pc-testdev, fw_cfg.")
+    var testDevices = false
+
+    enum Quirks: String, ExpressibleByArgument, CaseIterable { case auto, on, off }
+
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Work-arounds for hosts whose KVM emulates guest kernel mode (see `swiftvisor doctor`): auto turns them on for kernels (Linux and Multiboot) where the probe finds such a host; flat binaries get them only with on.", valueName: "auto|on|off"))
+    var quirks: Quirks = .auto
+
+    enum OnReboot: String, ExpressibleByArgument, CaseIterable { case exit, restart }
+
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("What a guest reboot (i8042 reset, ACPI reset) does: end the VM (exit code 0) or start the guest again.", valueName: "exit|restart"))
+    var onReboot: OnReboot = .exit
+
+    @Flag(name: .long, help: "Boot a vmlinux through its PVH entry (32-bit, hvm_start_info) instead of the 64-bit boot protocol.")
+    var pvh = false
+
+    @Flag(name: .long, help: "List the host quirks in use before the VM starts.")
+    var verbose = false
+
+    @Flag(name: .long, help: "Leave out the i8254 timer (PIT) that kernels otherwise get.")
+    var noPit = false
+
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Stop a guest still running after this many seconds (exit code 124).", valueName: "seconds"))
+    var timeout: Double?
+
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Guest RAM, e.g. 64M or 2G.", valueName: "size"), transform: RunCommand.size)
+    var memory: UInt64?
+
+    @Option(name: .long, parsing: .unconditional, help: "Number of vCPUs (for flat binaries each starts at the entry point with its index in RDI; kernels start the others with INIT/SIPI).")
+    var cpus: Int?
+
+    @Flag(name: .long, help: "Print what trapped to the VMM and where the time went, after the guest stops.")
+    var stats = false
+
+    @Flag(name: .long, help: "Print the run report as JSON on stdout (the guest console then goes to stderr).")
+    var json = false
+
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("The KVM device to use.", valueName: "path", visibility: .hidden))
+    var kvmDevice: String = "/dev/kvm"
+
+}
+

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Control
 import Glibc
 import VMM
 
@@ -21,21 +22,21 @@ struct Swiftvisor: ParsableCommand {
             128+N stopped by signal N.
             """,
         version: "0.1.0",
-        subcommands: [RunCommand.self, DoctorCommand.self, ListCommand.self, InspectCommand.self, PauseCommand.self,
+        subcommands: [RunCommand.self, CreateCommand.self, StartCommand.self, DoctorCommand.self, ListCommand.self, InspectCommand.self, PauseCommand.self,
                       ResumeCommand.self, StopCommand.self, KillCommand.self, WaitCommand.self, LogsCommand.self,
                       ConsoleCommand.self, RemoveCommand.self]
     )
 
     /// Starting ArgumentParser (and the FoundationEssentials it brings) costs a few
     /// milliseconds, a large part of a VM's start-up budget. A `run` command line that
-    /// the VMM's own strict parser already accepts and validates is handed straight to
-    /// swiftvisor-vmm; everything else (help, `--flag=value` forms, any error) goes
+    /// the option table (`RunFlags`) reads and validates alone is handed straight to
+    /// swiftvisor-vmm; everything else (help, named VMs, kernels, any error) goes
     /// through ArgumentParser, so users see the same options, help and messages.
     static func main() {
         let arguments = Array(CommandLine.arguments.dropFirst())
-        if let options = RunCommand.fastPath(arguments) {
+        if let launch = RunCommand.fastPath(arguments) {
             // exec only returns on failure, which it has already reported.
-            do { try VMMProcess.exec(arguments: options.arguments, json: options.json) } catch { Glibc.exit(ProcessExitCode.vmmFailure) }
+            do { try VMMProcess.exec(launch) } catch { Glibc.exit(ProcessExitCode.vmmFailure) }
         }
         main(arguments)
     }

@@ -138,7 +138,15 @@ struct ResumeCommand: ParsableCommand {
     @OptionGroup var state: StateOptions
     @Argument(help: "The VM's name.") var name: String
 
-    func run() throws { try setState(name, state, to: "running") }
+    func run() throws {
+        try verb(state.json) {
+            let s = try status(name, state)
+            if s.state == .created {
+                throw CLIFailure(message: "VM '\(name)' has not booted; `swiftvisor start \(name)` boots it", code: ProcessExitCode.conflict)
+            }
+        }
+        try setState(name, state, to: "running")
+    }
 }
 
 struct StopCommand: ParsableCommand {

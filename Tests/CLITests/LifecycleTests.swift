@@ -1,3 +1,4 @@
+import Control
 import Foundation
 import Glibc
 import TestSupport
@@ -243,5 +244,107 @@ final class LifecycleTests: XCTestCase {
         let r = try sv(["run", "--config", bad.path])
         XCTAssertEqual(r.status, 64)
         XCTAssertTrue(r.stderr.contains("unknown field \"colour\""), r.stderr)
+    }
+}
+
+/// A VM that exists before it boots: created, configured only through its API socket,
+/// then started.
+final class PreBootTests: XCTestCase {
+    var stateDir = ""
+
+    override func setUpWithError() throws {
+        try KVMTestHost.skipUnlessUsable()
+        stateDir = "/tmp/sv-pre-\(getpid())-\(UInt32.random(in: 0...0xFFFFFF))"
+    }
+
+    override func tearDown() {
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: stateDir)) ?? [] {
+            if let pid = try? String(contentsOfFile: "\(stateDir)/\(name)/pid", encoding: .utf8), let p = Int32(pid.trimmingCharacters(in: .whitespacesAndNewlines)) {
+                kill(p, SIGKILL)
+            }
+        }
+        try? FileManager.default.removeItem(atPath: stateDir)
+    }
+
+    @discardableResult
+    func sv(_ args: [String]) throws -> CLITests.Outcome { try LifecycleTests.sv(args, stateDir: stateDir) }
+
+    func api(_ name: String, _ method: String, _ path: String, _ body: String? = nil) throws -> (status: Int, body: JSONValue) {
+        try APIClient.request("\(stateDir)/\(name)/api.sock", method, path, body: body.map { try JSONValue.parse($0) })
+    }
+
+    func testCreateConfigureThroughTheAPIAndStart() throws {
+        // Created with the demo (the default); the API then swaps in a guest that prints
+        // and exits with 7, which is what runs.
+        let created = try sv(["create", "later"])
+        XCTAssertEqual(created.status, 0, created.stderr)
+        XCTAssertEqual(created.stdout, "later\n")
+        let listed = try sv(["ls"]).stdout
+        XCTAssertTrue(listed.contains("later  created"), listed)
+        let before = try api("later", "GET", "/vm")
+        XCTAssertEqual(before.status, 200)
+        XCTAssertEqual(before.body["state"]?.string, "created")
+        XCTAssertEqual(try sv(["resume", "later"]).status, 73, "resume only un-pauses")
+        XCTAssertEqual(try sv(["pause", "later"]).status, 73)
+
+        var code: [UInt8] = [0x66, 0xBA, 0xF8, 0x03]
+        for c in "api\n".utf8 { code += [0xB0, c, 0xEE] }
+        code += [0xB0, 7, 0x66, 0xBA, 0x01, 0x05, 0xEE]
+        let image = TemporaryFile(bytes: code)
+        XCTAssertEqual(try api("later", "PUT", "/vm/config", #"{"cpus": 0}"#).status, 400, "validated like a config file")
+        XCTAssertEqual(try api("later", "PUT", "/vm/config", #"{"memroy": "1G"}"#).status, 400)
+        XCTAssertEqual(try api("later", "PUT", "/vm/config", #"{"name": "other"}"#).status, 400, "a name cannot change")
+        let set = try api("later", "PUT", "/vm/config", #"{"memory": "32M", "boot": {"image": "\#(image.path)", "mode": "long"}}"#)
+        XCTAssertEqual(set.status, 200, set.body.rendered)
+        XCTAssertEqual(try api("later", "GET", "/vm/config").body["memory"]?.int, 32 << 20)
+        let started = try api("later", "PUT", "/vm/state", #"{"state": "running"}"#)
+        XCTAssertEqual(started.status, 200, started.body.rendered)
+        XCTAssertEqual(try sv(["wait", "later"]).status, 7)
+        XCTAssertEqual(try sv(["logs", "later"]).stdout, "api\n")
+        XCTAssertEqual(try sv(["inspect", "later"]).stdout.contains("\"memory\":33554432"), true)
+    }
+
+    func testStartVerbBootsAndConfigIsFixedAfterwards() throws {
+        let image = TemporaryFile(bytes: LifecycleTests.looping)
+        XCTAssertEqual(try sv(["create", "svc", "--image", image.path, "--memory", "16M"]).status, 0)
+        XCTAssertEqual(try sv(["start", "svc"]).status, 0)
+        XCTAssertEqual(try api("svc", "GET", "/vm").body["state"]?.string, "running")
+        XCTAssertEqual(try api("svc", "PUT", "/vm/config", "{}").status, 409)
+        XCTAssertEqual(try api("svc", "POST", "/vm/actions", #"{"action": "start"}"#).status, 409)
+        let again = try sv(["start", "svc"])
+        XCTAssertEqual(again.status, 73, "start boots a created VM only")
+        XCTAssertTrue(again.stderr.contains("is running, not created"), again.stderr)
+        XCTAssertEqual(try sv(["kill", "svc"]).status, 0)
+        // A created VM that is stopped never boots, and says so.
+        XCTAssertEqual(try sv(["create", "never"]).status, 0)
+        XCTAssertEqual(try sv(["kill", "never"]).status, 0)
+        XCTAssertEqual(try sv(["wait", "never"]).status, 0)
+        XCTAssertEqual(try sv(["create", "bad", "--cpus", "0"]).status, 64, "the same validation as run")
+        XCTAssertEqual(try sv(["create", "--detach", "x"]).status, 64)
+    }
+
+    /// A client that sends half a request and waits, or never reads its answer, holds
+    /// up nobody: another client is answered at once, and the stalled one is cut off at
+    /// its deadline.
+    func testAStalledAPIClientDelaysNobody() throws {
+        let image = TemporaryFile(bytes: LifecycleTests.looping)
+        XCTAssertEqual(try sv(["run", "--detach", "--name", "busy", "--image", image.path, "--memory", "16M"]).status, 0)
+        let socket = "\(stateDir)/busy/api.sock"
+        var stalled: [Int32] = []
+        for _ in 0..<5 {
+            let fd = try UnixSocket.connect(to: socket, timeoutSeconds: 5)
+            _ = Array("GET /vm HTTP/1.1\r\nHo".utf8).withUnsafeBytes { send(fd, $0.baseAddress!, $0.count, Int32(MSG_NOSIGNAL)) }
+            stalled.append(fd)
+        }
+        let t0 = Date()
+        let r = try api("busy", "GET", "/vm")
+        XCTAssertEqual(r.status, 200)
+        XCTAssertLessThan(Date().timeIntervalSince(t0), 1.0, "answered while five clients stall")
+        // The stalled ones are closed by the VMM at their deadline (2 s).
+        var buffer = [UInt8](repeating: 0, count: 64)
+        let n = buffer.withUnsafeMutableBytes { recv(stalled[0], $0.baseAddress!, $0.count, 0) }
+        XCTAssertEqual(n, 0, "closed by the VMM, not timed out here")
+        for fd in stalled { close(fd) }
+        XCTAssertEqual(try sv(["kill", "busy"]).status, 0)
     }
 }

@@ -1,3 +1,4 @@
+import VMM
 /// The exit statuses of `swiftvisor` and `swiftvisor-vmm`, documented in the README.
 ///
 /// A guest's own exit code (written to the exit port) is passed through unchanged, so

@@ -3,10 +3,10 @@ import SystemPackage
 
 /// Reads a whole image file (or its first `limit` bytes), with errors that say which
 /// file and why.
-public enum ImageFile {
+public enum FileContents {
     public static let maximumSize = 1 << 30
 
-    public static func read(_ path: String, limit: Int = ImageFile.maximumSize) throws(MachineError) -> [UInt8] {
+    public static func read(_ path: String, limit: Int = FileContents.maximumSize) throws(MachineError) -> [UInt8] {
         let fd: FileDescriptor
         do {
             fd = try FileDescriptor.open(FilePath(path), .readOnly, options: [.closeOnExec])

@@ -1,3 +1,4 @@
+import VMM
 /// This process's resident memory, from `/proc/self/status`.
 public enum ProcessMemory {
     /// Resident bytes: now (VmRSS), at the peak (VmHWM), and the anonymous part now

@@ -1,3 +1,4 @@
+import VMM
 import Devices
 import Glibc
 

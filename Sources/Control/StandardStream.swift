@@ -1,3 +1,4 @@
+import VMM
 import Glibc
 
 /// Unbuffered writes to stdout and stderr through `write(2)`: reports and error lines

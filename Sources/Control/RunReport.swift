@@ -1,3 +1,5 @@
+import Boot
+import VMM
 /// What `swiftvisor run` prints after a guest stops: the summary a person reads, or
 /// the same figures as JSON for scripts.
 public struct RunReport: Sendable {

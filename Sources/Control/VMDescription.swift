@@ -1,0 +1,200 @@
+import Boot
+import VMM
+
+/// The one JSON description of a VM: what config files (`swiftvisor run --config`),
+/// the control API (`PUT /vm/config`, `GET /vm`) and the command line (which builds
+/// it from its flags) all produce, and what the VMM process is handed.
+///
+///     {"name": "web", "memory": "64M", "cpus": 1, "testDevices": false, "pit": true,
+///      "hostQuirks": false, "pvh": false, "symbols": "System.map", "timeout": 30,
+///      "onReboot": "exit" | "restart",
+///      "boot": {"demo": true}
+///            | {"image": "guest.bin", "mode": "long", "loadAddress": "0x100000", "entry": "0x100000"}
+///            | {"kernel": "vmlinux", "cmdline": "console=ttyS0", "initrd": "initrd.cpio"}}
+///
+/// Sizes are numbers of bytes or strings like "64M"; addresses numbers or "0x..."
+/// strings. Every field is optional and takes the default `swiftvisor run` uses;
+/// unknown fields are errors, named in the message. Decoding checks each field's type;
+/// `validate()` checks what the values mean, in one place.
+public struct VMDescription: Equatable, Sendable, Decodable {
+    public var name: String?
+    public var config: MachineConfig
+    /// Stop a guest still running after this many seconds (exit code 124).
+    public var timeoutSeconds: Double?
+    /// A guest that resets (reboots) is started again instead of ending the VM.
+    public var restartOnReboot: Bool
+
+    public init(name: String? = nil, config: MachineConfig = MachineConfig(), timeoutSeconds: Double? = nil, restartOnReboot: Bool = false) {
+        self.name = name
+        self.config = config
+        self.timeoutSeconds = timeoutSeconds
+        self.restartOnReboot = restartOnReboot
+    }
+
+    enum Keys: String, CodingKey, CaseIterable {
+        case name, memory, cpus, boot, testDevices, pit, hostQuirks, pvh, symbols, timeout, onReboot, kvmDevice
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: Keys.self)
+        var config = MachineConfig()
+        name = try c.decodeIfPresent(String.self, forKey: .name)
+        if let m = try c.decodeIfPresent(SizeValue.self, forKey: .memory) { config.memorySize = m.bytes }
+        if let n = try c.decodeIfPresent(Int.self, forKey: .cpus) { config.vcpuCount = n }
+        if let b = try c.decodeIfPresent(BootValue.self, forKey: .boot) { config.boot = b.source }
+        config.testDevices = try c.decodeIfPresent(Bool.self, forKey: .testDevices) ?? false
+        config.pit = try c.decodeIfPresent(Bool.self, forKey: .pit) ?? true
+        config.hostQuirks = try c.decodeIfPresent(Bool.self, forKey: .hostQuirks) ?? false
+        config.pvh = try c.decodeIfPresent(Bool.self, forKey: .pvh) ?? false
+        config.symbolFile = try c.decodeIfPresent(String.self, forKey: .symbols)
+        if let k = try c.decodeIfPresent(String.self, forKey: .kvmDevice) { config.kvmPath = k }
+        timeoutSeconds = try c.decodeIfPresent(Double.self, forKey: .timeout)
+        switch try c.decodeIfPresent(String.self, forKey: .onReboot) ?? "exit" {
+        case "exit": restartOnReboot = false
+        case "restart": restartOnReboot = true
+        default: throw JSONValueDecoder.Failure(path: "onReboot", message: "must be \"exit\" or \"restart\"")
+        }
+        self.config = config
+    }
+
+    /// The longest time limit: what nanoseconds in a UInt64 can count, with room.
+    public static let maximumTimeoutSeconds: Double = 1e9
+
+    /// Every rule about what the values mean: the machine's (`MachineConfig.validate`)
+    /// and the process's own.
+    public func validate() throws(ConfigError) {
+        try config.validate()
+        if let t = timeoutSeconds {
+            guard t.isFinite, t > 0, t <= VMDescription.maximumTimeoutSeconds else {
+                throw .invalid("timeout", "\(t) is not a number of seconds from 0 to \(Int(VMDescription.maximumTimeoutSeconds))")
+            }
+        }
+    }
+
+    /// The time limit in nanoseconds (validated: it fits).
+    public var timeoutNanoseconds: UInt64? { timeoutSeconds.map { UInt64(($0 * 1e9).rounded()) } }
+
+    public struct Invalid: Error, CustomStringConvertible, Sendable {
+        public let description: String
+    }
+
+    /// Parses, decodes and validates a description from JSON text.
+    public static func parse(_ text: String) throws(Invalid) -> VMDescription {
+        let d: VMDescription
+        do { d = try JSONValueDecoder().decode(VMDescription.self, from: try JSONValue.parse(text)) }
+        catch let e as JSONValue.ParseError { throw Invalid(description: e.description) }
+        catch { throw Invalid(description: "\(error)") }
+        do { try d.validate() } catch { throw Invalid(description: error.description) }
+        return d
+    }
+
+    /// The same from a parsed value.
+    public static func from(_ json: JSONValue) throws(Invalid) -> VMDescription {
+        let d: VMDescription
+        do { d = try JSONValueDecoder().decode(VMDescription.self, from: json) }
+        catch { throw Invalid(description: error.description) }
+        do { try d.validate() } catch { throw Invalid(description: error.description) }
+        return d
+    }
+
+    /// The description as JSON: what `decode` reads back.
+    public var json: JSONValue {
+        var o: [(String, JSONValue)] = []
+        if let name { o.append(("name", .string(name))) }
+        let c = config
+        o.append(("memory", .uint(c.memorySize)))
+        o.append(("cpus", .int(Int64(c.vcpuCount))))
+        let boot: JSONValue
+        switch c.boot {
+        case .demo, .flatImage:
+            boot = .object([("demo", .bool(true))])
+        case let .flat(path, mode, load, entry):
+            var b: [(String, JSONValue)] = [("image", .string(path)), ("mode", .string(mode.rawValue))]
+            if let load { b.append(("loadAddress", .string(AddressValue.hex(load)))) }
+            if let entry { b.append(("entry", .string(AddressValue.hex(entry)))) }
+            boot = .object(b)
+        case let .kernel(path, cmdline, initrd):
+            var b: [(String, JSONValue)] = [("kernel", .string(path)), ("cmdline", .string(cmdline))]
+            if let initrd { b.append(("initrd", .string(initrd))) }
+            boot = .object(b)
+        }
+        o.append(("boot", boot))
+        o.append(("testDevices", .bool(c.testDevices)))
+        o.append(("pit", .bool(c.pit)))
+        o.append(("hostQuirks", .bool(c.hostQuirks)))
+        if c.pvh { o.append(("pvh", .bool(true))) }
+        if let s = c.symbolFile { o.append(("symbols", .string(s))) }
+        if c.kvmPath != "/dev/kvm" { o.append(("kvmDevice", .string(c.kvmPath))) }
+        if let t = timeoutSeconds { o.append(("timeout", .double(t))) }
+        if restartOnReboot { o.append(("onReboot", .string("restart"))) }
+        return .object(o)
+    }
+}
+
+/// A size: a number of bytes or a string like "64M".
+struct SizeValue: Decodable {
+    let bytes: UInt64
+    init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if let n = try? c.decode(UInt64.self) { bytes = n; return }
+        if let s = try? c.decode(String.self), let n = ByteSize.parse(s) { bytes = n; return }
+        throw JSONValueDecoder.Failure(path: JSONValueDecoder.pathText(decoder.codingPath), message: "must be a size like \"64M\" or a number of bytes")
+    }
+}
+
+/// An address: a number or a string like "0x7c00", "7c00h" or "31744".
+public struct AddressValue: Decodable, Sendable {
+    public let address: UInt64
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if let n = try? c.decode(UInt64.self) { address = n; return }
+        if let s = try? c.decode(String.self), let n = AddressValue.parse(s) { address = n; return }
+        throw JSONValueDecoder.Failure(path: JSONValueDecoder.pathText(decoder.codingPath), message: "must be an address like \"0x100000\"")
+    }
+
+    /// `0x7c00`, `7c00h` or decimal `31744` (underscores allowed); nil otherwise.
+    public static func parse(_ text: String) -> UInt64? {
+        let t = String(text.lowercased().filter { $0 != "_" })
+        if t.hasPrefix("0x") { return UInt64(t.dropFirst(2), radix: 16) }
+        if t.hasSuffix("h") { return UInt64(t.dropLast(), radix: 16) }
+        return UInt64(t)
+    }
+
+    public static func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
+}
+
+/// `boot`: exactly one of demo, image or kernel.
+struct BootValue: Decodable {
+    let source: BootSource
+    enum Keys: String, CodingKey, CaseIterable { case demo, image, mode, loadAddress, entry, kernel, cmdline, initrd }
+
+    init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: Keys.self)
+        let here = JSONValueDecoder.pathText(decoder.codingPath)
+        func fail(_ field: Keys, _ message: String) -> JSONValueDecoder.Failure {
+            JSONValueDecoder.Failure(path: here + "." + field.stringValue, message: message)
+        }
+        let imageKeys: Set<Keys> = [.mode, .loadAddress, .entry], kernelKeys: Set<Keys> = [.cmdline, .initrd]
+        let present = Set(c.allKeys)
+        if let image = try c.decodeIfPresent(String.self, forKey: .image) {
+            if let k = present.subtracting(imageKeys.union([.image])).first { throw fail(k, "is not for an image (an image takes mode, loadAddress, entry)") }
+            var mode = CPUMode.long
+            if let m = try c.decodeIfPresent(String.self, forKey: .mode) {
+                guard let parsed = CPUMode(rawValue: m) else { throw fail(.mode, "must be real, protected or long") }
+                mode = parsed
+            }
+            source = .flat(path: image, mode: mode, loadAddress: try c.decodeIfPresent(AddressValue.self, forKey: .loadAddress)?.address,
+                           entry: try c.decodeIfPresent(AddressValue.self, forKey: .entry)?.address)
+        } else if let kernel = try c.decodeIfPresent(String.self, forKey: .kernel) {
+            if let k = present.subtracting(kernelKeys.union([.kernel])).first { throw fail(k, "is not for a kernel (a kernel takes cmdline, initrd)") }
+            source = .kernel(path: kernel, commandLine: try c.decodeIfPresent(String.self, forKey: .cmdline) ?? "",
+                             initrd: try c.decodeIfPresent(String.self, forKey: .initrd))
+        } else {
+            if let k = present.subtracting([.demo]).first {
+                throw fail(k, imageKeys.contains(k) ? "needs \"image\"" : kernelKeys.contains(k) ? "needs \"kernel\"" : "is not for the demo")
+            }
+            guard try c.decodeIfPresent(Bool.self, forKey: .demo) ?? true else { throw fail(.demo, "must be true (or give image or kernel)") }
+            source = .demo
+        }
+    }
+}

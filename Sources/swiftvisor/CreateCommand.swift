@@ -1,0 +1,64 @@
+import ArgumentParser
+import Control
+import Glibc
+import VMM
+
+/// `swiftvisor create NAME [run's options]`: a VM that exists before it boots. Its VMM
+/// process starts with its API and state directory, and waits (`ls` shows `created`)
+/// until `swiftvisor start NAME` or the API (`PUT /vm/config` first, if you like)
+/// boots it.
+struct CreateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "create",
+        abstract: "Create a named VM without booting it; `start` boots it.",
+        discussion: """
+            Takes the options of `run` (except --name and --detach: the VM is named NAME \
+            and always runs in the background). Until it is started, its configuration \
+            can be replaced through its API: PUT /vm/config with the JSON description.
+
+            Examples:
+              swiftvisor create web --kernel vmlinux --initrd initrd.cpio --memory 256M
+              swiftvisor start web
+            """
+    )
+
+    @Argument(help: "The VM's name (letters, digits, '-', '_', '.').") var name: String
+    @OptionGroup var flags: VMFlags
+
+    func run() throws {
+        var settings: RunSettings
+        do { settings = try RunFlags.parse(RunCommand.words(after: "create")) } catch {
+            StandardStream.failure(error.description, code: error.code, json: flags.json)
+            throw ExitCode(error.code)
+        }
+        settings.positionals.removeAll { $0 == name }
+        guard settings.positionals.isEmpty, settings.name == nil || settings.name == name, !settings.detach else {
+            let message = settings.positionals.first.map { "unexpected argument '\($0)'" } ?? "create names the VM itself and always detaches: drop --name and --detach"
+            StandardStream.failure(message, code: ProcessExitCode.usage, json: flags.json)
+            throw ExitCode(ProcessExitCode.usage)
+        }
+        settings.name = name
+        try RunCommand.launch(settings, create: true)
+    }
+}
+
+/// `swiftvisor start NAME`: boots a VM made with `create`.
+struct StartCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "start", abstract: "Boot a VM made with `create` (`resume` un-pauses a running one).")
+    @OptionGroup var state: StateOptions
+    @Argument(help: "The VM's name.") var name: String
+
+    func run() throws {
+        try verb(state.json) {
+            let s = try status(name, state)
+            guard s.state == .created || s.state == .unresponsive else {
+                throw CLIFailure(message: "VM '\(name)' is \(s.state.rawValue), not created" + (s.state == .paused ? "; `swiftvisor resume \(name)` un-pauses it" : ""),
+                                 code: ProcessExitCode.conflict)
+            }
+            try requireAlive(s)
+            try call(name, state, "POST", "/vm/actions", .object([("action", .string("start"))]))
+            StandardStream.output(name + "\n")
+        }
+    }
+}

@@ -1,0 +1,73 @@
+import Boot
+@testable import Control
+import VMM
+import XCTest
+
+/// The one config schema: decoded with Decodable over JSONValue, validated in one place.
+final class VMDescriptionTests: XCTestCase {
+    func parse(_ text: String) throws -> VMDescription { try VMDescription.parse(text) }
+
+    func error(_ text: String) -> String {
+        do { _ = try VMDescription.parse(text); return "no error" } catch { return error.description }
+    }
+
+    func testEveryFieldAndItsDefault() throws {
+        let d = try parse("{}")
+        XCTAssertEqual(d, VMDescription())
+        XCTAssertEqual(d.config.memorySize, 64 << 20)
+        XCTAssertEqual(d.config.boot, .demo)
+        let full = try parse("""
+            {"name": "web", "memory": "256M", "cpus": 2, "testDevices": true, "pit": false, "hostQuirks": true,
+             "pvh": true, "symbols": "/boot/System.map", "timeout": 2.5, "onReboot": "restart", "kvmDevice": "/dev/kvm",
+             "boot": {"kernel": "vmlinux", "cmdline": "-pause_filter_test", "initrd": "initrd.cpio"}}
+            """)
+        XCTAssertEqual(full.name, "web")
+        XCTAssertEqual(full.config.memorySize, 256 << 20)
+        XCTAssertEqual(full.config.vcpuCount, 2)
+        XCTAssertEqual(full.config.boot, .kernel(path: "vmlinux", commandLine: "-pause_filter_test", initrd: "initrd.cpio"))
+        XCTAssertTrue(full.config.testDevices && full.config.hostQuirks && full.config.pvh)
+        XCTAssertFalse(full.config.pit)
+        XCTAssertEqual(full.config.symbolFile, "/boot/System.map")
+        XCTAssertEqual(full.timeoutSeconds, 2.5)
+        XCTAssertEqual(full.timeoutNanoseconds, 2_500_000_000)
+        XCTAssertTrue(full.restartOnReboot)
+        XCTAssertEqual(try parse(full.json.rendered), full, "what json writes, decode reads back")
+        let image = try parse(#"{"boot": {"image": "a.bin", "mode": "real", "loadAddress": "0x7c00", "entry": 31750}, "memory": 1048576}"#)
+        XCTAssertEqual(image.config.boot, .flat(path: "a.bin", mode: .real, loadAddress: 0x7C00, entry: 31750))
+        XCTAssertEqual(try parse(image.json.rendered), image)
+    }
+
+    func testErrorsNameTheFieldByItsPath() {
+        XCTAssertEqual(error(#"{"memroy": "64M"}"#), "unknown field \"memroy\" (known: name, memory, cpus, boot, testDevices, pit, hostQuirks, pvh, symbols, timeout, onReboot, kvmDevice)")
+        XCTAssertTrue(error(#"{"boot": {"image": "a", "colour": 1}}"#).hasPrefix("unknown field \"boot.colour\""))
+        XCTAssertEqual(error(#"{"cpus": "two"}"#), "\"cpus\": must be a whole number")
+        XCTAssertEqual(error(#"{"cpus": 1e30}"#), "\"cpus\": must be a whole number from \(Int.min) to \(Int.max)", "never a trap on a huge number")
+        XCTAssertEqual(error(#"{"boot": {"image": "a", "mode": "v86"}}"#), "\"boot.mode\": must be real, protected or long")
+        XCTAssertEqual(error(#"{"boot": {"image": "a", "cmdline": "x"}}"#), "\"boot.cmdline\": is not for an image (an image takes mode, loadAddress, entry)")
+        XCTAssertEqual(error(#"{"boot": {"mode": "long"}}"#), "\"boot.mode\": needs \"image\"")
+        XCTAssertEqual(error(#"{"boot": {"initrd": "i"}}"#), "\"boot.initrd\": needs \"kernel\"")
+        XCTAssertEqual(error(#"{"boot": {"image": "a", "loadAddress": "zz"}}"#), "\"boot.loadAddress\": must be an address like \"0x100000\"")
+        XCTAssertEqual(error(#"{"memory": "lots"}"#), "\"memory\": must be a size like \"64M\" or a number of bytes")
+        XCTAssertEqual(error(#"{"onReboot": "halt"}"#), "\"onReboot\": must be \"exit\" or \"restart\"")
+        XCTAssertEqual(error("[1]"), "must be an object")
+        XCTAssertTrue(error("{").hasPrefix("invalid JSON"), error("{"))
+    }
+
+    func testValidationIsOnePlace() {
+        XCTAssertEqual(error(#"{"cpus": 0}"#), "invalid --cpus: 0 vCPUs: give 1 to 255")
+        XCTAssertEqual(error(#"{"cpus": 256}"#), "invalid --cpus: 256 vCPUs: give 1 to 255")
+        XCTAssertTrue(error(#"{"memory": 4096}"#).hasPrefix("invalid --memory"))
+        XCTAssertEqual(error(#"{"timeout": 0}"#), "invalid --timeout: 0.0 is not a number of seconds from 0 to 1000000000")
+        XCTAssertEqual(error(#"{"timeout": 1e300}"#), "invalid --timeout: 1e+300 is not a number of seconds from 0 to 1000000000", "no overflow into nanoseconds")
+        XCTAssertTrue(error(#"{"boot": {"image": "a", "mode": "real", "loadAddress": "0x200000"}}"#).contains("beyond the 1 MiB real mode can reach"))
+    }
+
+    func testTheVMMLaunchDocument() throws {
+        let l = VMMLaunch(vm: try parse(#"{"name": "a"}"#), stateDirectory: "/run/x", detached: true, start: false)
+        XCTAssertEqual(try VMMLaunch.parse(l.jsonValue.rendered), l)
+        XCTAssertThrowsError(try VMMLaunch.parse(#"{"vm": {}, "detached": true}"#), "detached needs a name and a state directory")
+        XCTAssertThrowsError(try VMMLaunch.parse(#"{"vm": {}, "start": false}"#), "a created VM needs its API")
+        XCTAssertThrowsError(try VMMLaunch.parse(#"{"vm": {"cpus": 0}}"#), "validated like any description")
+        XCTAssertThrowsError(try VMMLaunch.parse(#"{"vm": {}, "debug": true}"#), "no hidden fields")
+    }
+}
