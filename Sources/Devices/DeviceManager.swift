@@ -103,6 +103,24 @@ public final class DeviceManager: Sendable {
         }
     }
 
+    /// Moves region `region` of device `id` to `newStart` while the guest runs (a PCI
+    /// BAR the guest re-programmed); vCPUs see the new map at their next access.
+    public func move(id: String, region: Int, to newStart: UInt64) throws(Failure) {
+        try state.withLock { (s: inout State) throws(Failure) in
+            guard let i = s.entries.firstIndex(where: { $0.id == id }),
+                  let r = s.entries[i].ranges.firstIndex(where: { $0.region == region }) else {
+                throw Failure(description: "no region \(region) of a device '\(id)'")
+            }
+            let old = s.entries[i].ranges[r]
+            do throws(Bus.OverlapError) { try bus.move(id: id, region: region, space: old.space, to: newStart) }
+            catch { throw Failure(description: "\(s.entries[i].name): \(error.description)") }
+            var ranges = s.entries[i].ranges
+            ranges[r] = Range(old.space, newStart, old.length, region: region, name: old.name)
+            let e = s.entries[i]
+            s.entries[i] = Entry(id: e.id, name: e.name, device: e.device, ranges: ranges, interrupts: e.interrupts)
+        }
+    }
+
     /// The device registered under `id`.
     public func device(_ id: String) -> (any BusDevice)? { state.withLock { s in s.entries.first { $0.id == id }?.device } }
 

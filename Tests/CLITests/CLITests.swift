@@ -4,6 +4,7 @@ import Glibc
 import TestSupport
 import Boot
 import VMM
+@testable import swiftvisor
 import XCTest
 
 /// Runs the built `swiftvisor` as a user would and checks what they would see.
@@ -175,6 +176,57 @@ extension CLITests {
         let parsed = try swiftvisor(["run", "--image=\(image.path)", "--mode=real", "--memory=1M", "--cpus=1", "--load-address=0x8000", "--entry=0x8000"])
         XCTAssertEqual(fast.status, 6, fast.stderr)
         XCTAssertEqual(parsed.status, 6, parsed.stderr)
+    }
+
+    /// One option table: ArgumentParser declares exactly the flags `RunFlags` knows,
+    /// taking a value exactly where the table says, so the fast path and the full
+    /// parser can never drift apart.
+    func testArgumentParserDeclaresExactlyTheOptionTable() {
+        let help = RunCommand.helpMessage(for: RunCommand.self, includeHidden: true, columns: 400)
+        var declared: [String: Bool] = [:]
+        for line in help.split(separator: "\n") {
+            let words = line.split(separator: " ")
+            guard let first = words.first, first.hasPrefix("--"), first != "--help", first != "--version" else { continue }
+            declared[String(first)] = words.count > 1 && words[1].hasPrefix("<")
+        }
+        let table = Dictionary(uniqueKeysWithValues: RunFlags.table.map { ($0.name, $0.takesValue) })
+        XCTAssertEqual(declared, table, help)
+    }
+
+    func testAValueThatLooksLikeAnOptionIsAValue() throws {
+        try KVMTestHost.skipUnlessUsable()
+        // kvm-unit-tests passes arguments like this; the guest gets its command line.
+        let kernel = TemporaryFile(bytes: CraftedImage.elf64(code: [0xB0, 0x00, 0x66, 0xBA, 0x01, 0x05, 0xEE]))
+        let r = try swiftvisor(["run", "--kernel", kernel.path, "--cmdline", "-pause_filter_test", "--memory", "64M", "--quirks", "off"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let s = try RunFlags.parse(["--cmdline", "-x", "--memory=2M"])
+        XCTAssertEqual(s.cmdline, "-x")
+        XCTAssertEqual(s.memory, 2 << 20)
+        XCTAssertThrowsError(try RunFlags.parse(["--cmdline"]), "a value is still required")
+        XCTAssertThrowsError(try RunFlags.parse(["--stats=yes"]))
+        XCTAssertThrowsError(try RunFlags.parse(["--detached"]), "no VMM-internal flag is public")
+        XCTAssertThrowsError(try RunFlags.parse(["--host-quirks"]))
+    }
+
+    func testAMissingKernelIsFileNotFound() throws {
+        let r = try swiftvisor(["run", "--kernel", "/nonexistent/vmlinux"])
+        XCTAssertEqual(r.status, 66, r.stderr)
+        XCTAssertEqual(r.stderr, "swiftvisor: error: cannot read /nonexistent/vmlinux: No such file or directory\n")
+        let created = try swiftvisor(["create", "x", "--kernel", "/nonexistent/vmlinux"])
+        XCTAssertEqual(created.status, 66, created.stderr)
+        let config = TemporaryFile(bytes: Array(#"{"boot": {"kernel": "/nonexistent/bzImage"}}"#.utf8), suffix: ".json")
+        XCTAssertEqual(try swiftvisor(["run", "--config", config.path]).status, 66, "a config file's kernel too")
+        XCTAssertEqual(try swiftvisor(["run", "--config", "/nonexistent.json"]).status, 66)
+    }
+
+    func testTheVMMTakesOnlyItsJSON() throws {
+        let r = try CLITests.launch(["--image", "x.bin"], executable: "swiftvisor-vmm")
+        XCTAssertEqual(r.status, 64)
+        XCTAssertTrue(r.stderr.contains("usage: swiftvisor-vmm --config FILE | --config-fd N"), r.stderr)
+        let bad = TemporaryFile(bytes: Array(#"{"vm": {"cpus": 0}}"#.utf8), suffix: ".json")
+        let b = try CLITests.launch(["--config", bad.path], executable: "swiftvisor-vmm")
+        XCTAssertEqual(b.status, 64, b.stderr)
+        XCTAssertTrue(b.stderr.contains("invalid --cpus"), b.stderr)
     }
 }
 

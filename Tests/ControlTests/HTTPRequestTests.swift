@@ -1,4 +1,5 @@
 @testable import Control
+import Foundation
 import XCTest
 
 /// The API's request parser, fed as bytes arrive.
@@ -32,5 +33,18 @@ final class HTTPRequestTests: XCTestCase {
         XCTAssertEqual(status("PUT /vm HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"), 411)
         XCTAssertEqual(status("GET /" + String(repeating: "a", count: 20_000)), 431, "a head that never ends is refused once too long")
         XCTAssertThrowsError(try HTTPRequest(method: "PUT", path: "/", headers: [], body: Array("{".utf8)).json())
+    }
+}
+
+/// The OpenAPI document describes exactly the paths the API routes.
+final class OpenAPIDocumentTests: XCTestCase {
+    func testEveryRoutedPathIsDocumentedAndNoOther() throws {
+        let file = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Sources/Control/openapi.json").path
+        let text = try String(contentsOfFile: file, encoding: .utf8)
+        let doc = try JSONValue.parse(text)
+        let paths = Set(doc["paths"]?.fields?.map(\.0) ?? [])
+        XCTAssertEqual(paths, Set(VMAPI.resources))
+        let config = Set(doc["components"]?["schemas"]?["Config"]?["properties"]?.fields?.map(\.0) ?? [])
+        XCTAssertEqual(config, Set(VMDescription.Keys.allCases.map(\.rawValue)), "the schema lists every field the decoder takes")
     }
 }

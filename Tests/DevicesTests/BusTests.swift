@@ -163,6 +163,12 @@ final class DeviceManagerTests: XCTestCase {
         manager.bus.writePort(0x60, size: 1, value: 0x01)
         XCTAssertEqual(two.entries, ["w1 0 1 170", "w0 0 1 1"], "one device behind two ports, told apart by region")
         XCTAssertEqual(manager.entries.map(\.id), ["com1", "kbc"])
+        try manager.move(id: "kbc", region: 1, to: 0x68)
+        manager.bus.writePort(0x68, size: 1, value: 0x20)
+        XCTAssertEqual(two.entries.last, "w1 0 1 32", "the moved region answers at its new port")
+        XCTAssertEqual(manager.entries.last?.ranges.last?.start, 0x68)
+        XCTAssertThrowsError(try manager.move(id: "kbc", region: 1, to: 0x3F8), "onto COM1")
+        XCTAssertThrowsError(try manager.move(id: "nobody", region: 0, to: 0x100))
     }
 }
 
