@@ -7,7 +7,6 @@
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <cpuid.h>
-#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -21,9 +20,12 @@ static inline void clinux_cpuid(unsigned leaf, unsigned subleaf, unsigned regs[4
 }
 /// accept4(2) with SOCK_CLOEXEC | SOCK_NONBLOCK (glibc declares accept4 only under
 /// _GNU_SOURCE): a connection for the event loop, never inherited by a child.
-extern int accept4(int fd, struct sockaddr *address, socklen_t *length, int flags);
+/// (sys/socket.h is not included here: it would take the socket constants away from
+/// Swift's Glibc module in the modules that import both.)
+struct sockaddr;
+extern int accept4(int fd, struct sockaddr *address, unsigned int *length, int flags);
 static inline int clinux_accept_nonblocking(int fd) {
-    return accept4(fd, 0, 0, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    return accept4(fd, 0, 0, 02000000 /* SOCK_CLOEXEC */ | 04000 /* SOCK_NONBLOCK */);
 }
 
 /// memfd_create(2), which Swift's Glibc module does not declare: an anonymous file the

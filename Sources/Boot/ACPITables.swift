@@ -16,6 +16,14 @@ public enum ACPITables {
     public static let pmTimerPort: UInt16 = pmBase + 8
     /// The SLP_TYP value `\_S5` declares: writing it with SLP_EN to PM1 control powers off.
     public static let s5SleepType: UInt16 = 5
+    /// The SLP_TYP value `\_S3` declares (suspend to RAM). 1, as QEMU's PIIX4 has it:
+    /// kvm-unit-tests' `s3` writes it without reading `\_S3`.
+    public static let s3SleepType: UInt16 = 1
+    /// The FACS, and in it the 32-bit and 64-bit firmware waking vectors a guest sets
+    /// before it suspends (ACPI 6.x, 5.2.10).
+    public static let facsAddress: UInt64 = AddressMap.acpiTables + 0xC0
+    public static let facsWakingVector: UInt64 = facsAddress + 12
+    public static let facsXWakingVector: UInt64 = facsAddress + 24
     public static let sciIRQ = UInt16(AddressMap.sciIRQ)
     public static let localAPICAddress = UInt32(AddressMap.localAPIC)
     public static let ioAPICAddress = UInt32(AddressMap.ioAPIC)
@@ -29,12 +37,15 @@ public enum ACPITables {
         guard memory.isValid(GuestAddress(base), length: areaSize) else {
             throw .doesNotFit(what: "ACPI tables", address: base, size: areaSize, memorySize: memory.size)
         }
-        let rsdp = base, rsdt = base + 0x40, xsdt = base + 0x80, facs = base + 0xC0, fadt = base + 0x100,
+        let rsdp = base, rsdt = base + 0x40, xsdt = base + 0x80, facs = facsAddress, fadt = base + 0x100,
             dsdt = base + 0x280, madt = base + 0x300 // FADT: 268 bytes from +0x100
 
         var w = ByteWriter()
-        // DSDT: Name (_S5, Package (4) { 5, 5, 0, 0 })
-        let aml: [UInt8] = [0x08, 0x5F, 0x53, 0x35, 0x5F, 0x12, 0x08, 0x04, 0x0A, UInt8(s5SleepType), 0x0A, UInt8(s5SleepType), 0x00, 0x00]
+        // DSDT: Name (_S3, Package (4) { 1, 1, 0, 0 }), Name (_S5, Package (4) { 5, 5, 0, 0 })
+        func sleepState(_ n: UInt8, _ type: UInt16) -> [UInt8] {
+            [0x08, 0x5F, 0x53, 0x30 + n, 0x5F, 0x12, 0x08, 0x04, 0x0A, UInt8(type), 0x0A, UInt8(type), 0x00, 0x00]
+        }
+        let aml = sleepState(3, s3SleepType) + sleepState(5, s5SleepType)
         let dsdtBytes = table("DSDT", revision: 2, body: aml)
 
         // FACS: 64 bytes, no checksum.

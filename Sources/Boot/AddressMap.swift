@@ -20,7 +20,7 @@
 /// 0x3F8 COM1, 0x501 the exit port, 0x510 fw_cfg, 0x2000 pc-testdev IRQ lines,
 /// 0xB000 the ACPI PM block.
 ///
-/// Interrupt lines (GSIs): 0-15 ISA (4 COM1, 9 SCI), 16-23 IOAPIC-only lines, handed
+/// Interrupt lines (GSIs): 0-15 ISA (4 COM1, 8 RTC, 9 SCI), 16-23 IOAPIC-only lines, handed
 /// out to devices that need one (virtio), then MSI routes from 24.
 public enum AddressMap {
     // MARK: Guest-physical
@@ -70,6 +70,7 @@ public enum AddressMap {
     // MARK: Interrupt lines
 
     public static let com1IRQ: UInt32 = 4
+    public static let rtcIRQ: UInt32 = 8
     public static let sciIRQ: UInt32 = 9
     /// Lines the device manager may hand out: the IOAPIC's pins no ISA device uses.
     public static let allocatableIRQs: [UInt32] = Array(16...23)

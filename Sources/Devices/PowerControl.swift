@@ -7,6 +7,9 @@ public protocol PowerControl: Sendable {
     func guestReset()
     /// The guest powered off (ACPI S5 and the like).
     func guestPowerOff()
+    /// The guest entered ACPI S3 (suspend to RAM): its vCPUs stop, its memory stays,
+    /// until a wake event.
+    func guestSuspend()
 }
 
 /// A device that takes what the user types at the VM's console (the 8250, later

@@ -13,16 +13,21 @@ public final class PowerManagement: PowerButtonDevice {
 
     let power: any PowerControl
     let s5SleepType: UInt16
+    let s3SleepType: UInt16?
     let sci: (any InterruptSource)?
     static let powerButtonBit: UInt16 = 1 << 8
+    /// PM1 status and enable: the RTC alarm (RTC_STS / RTC_EN) and, status only, WAK_STS.
+    static let rtcBit: UInt16 = 1 << 10
+    static let wakeBit: UInt16 = 1 << 15
     private struct Registers { var status: UInt16 = 0; var enable: UInt16 = 0; var control: UInt16 = 1 } // SCI_EN: ACPI mode
     private let registers = Mutex(Registers())
     private let started: UInt64
 
-    public init(power: any PowerControl, s5SleepType: UInt16, sci: (any InterruptSource)? = nil) {
+    public init(power: any PowerControl, s5SleepType: UInt16, s3SleepType: UInt16? = nil, sci: (any InterruptSource)? = nil) {
         self.power = power
         self.sci = sci
         self.s5SleepType = s5SleepType
+        self.s3SleepType = s3SleepType
         started = PowerManagement.now()
     }
 
@@ -65,6 +70,26 @@ public final class PowerManagement: PowerButtonDevice {
         }
     }
 
+    /// The RTC raised an alarm interrupt: sets RTC_STS (an SCI if the guest enabled
+    /// RTC_EN). Returns whether RTC_EN is set, i.e. whether the alarm wakes the machine
+    /// from S3.
+    @discardableResult
+    public func rtcAlarm() -> Bool {
+        registers.withLock { r -> Bool in
+            r.status |= PowerManagement.rtcBit
+            updateSCI(r)
+            return r.enable & PowerManagement.rtcBit != 0
+        }
+    }
+
+    /// The machine woke from a sleep state: WAK_STS, as the guest's resume code expects.
+    public func woke() {
+        registers.withLock { r in
+            r.status |= PowerManagement.wakeBit
+            updateSCI(r)
+        }
+    }
+
     /// Called with the lock held, so levels follow the register changes in order.
     private func updateSCI(_ r: Registers) {
         sci?.setLevel(r.status & r.enable != 0)
@@ -88,6 +113,7 @@ public final class PowerManagement: PowerButtonDevice {
             let sleepType = (v >> 10) & 7, sleepEnable = v & (1 << 13) != 0
             registers.withLock { $0.control = v & ~(1 << 13) }
             if sleepEnable && sleepType == s5SleepType { power.guestPowerOff() }
+            if sleepEnable, let s3SleepType, sleepType == s3SleepType { power.guestSuspend() }
         default: break
         }
     }

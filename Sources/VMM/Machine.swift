@@ -25,6 +25,8 @@ public final class Machine: Sendable {
     /// When `build` started, for start-up figures.
     let buildStarted: UInt64
     private let startedAt = Atomic<UInt64>(0)
+    /// In ACPI S3: vCPUs parked, memory kept, until a wake event.
+    private let suspended = Atomic<Bool>(false)
     private let haltedForGood = Atomic<Int>(0)
     private let loopTimers = Mutex<[Int]>([])
 
@@ -41,6 +43,7 @@ public final class Machine: Sendable {
             VCPUThread(vcpu: vcpu, index: index, devices: devices, memory: memory, stopSwitch: stopSwitch,
                        quirks: config.hostQuirks, symbolFile: config.effectiveSymbolFile)
         }
+        stopSwitch.suspendHandler.withLock { $0 = { [weak self] in self?.enterS3() } }
     }
 
     public var bus: Bus { devices.bus }
@@ -122,6 +125,15 @@ public final class Machine: Sendable {
                 }
             })
         }
+        if let cmos = devices.device("cmos") as? CMOS {
+            // The RTC's once-a-second update, at the host's second boundaries: its alarm
+            // interrupts the guest and, in S3, wakes the machine.
+            let pm = devices.device("acpi-pm") as? PowerManagement
+            ids.append(loop.addTimer(at: monotonicNanoseconds() + CMOS.nanosecondsToNextUpdate(), period: 1_000_000_000) { [self] in
+                guard cmos.updateCycle(), let pm else { return }
+                if pm.rtcAlarm() && suspended.load(ordering: .acquiring) { wake() }
+            })
+        }
         loopTimers.withLock { $0 = ids }
         let wakeLoop = { [stopSwitch] in
             loop.add(stopSwitch.stopEvent) { _ in loop.wake() }
@@ -154,12 +166,13 @@ public final class Machine: Sendable {
 
     /// Where the machine is in its life.
     public enum State: String, Sendable {
-        case created, running, paused, stopped
+        case created, running, paused, suspended, stopped
     }
 
     public var state: State {
         if stopSwitch.isStopping { return .stopped }
         if startedAt.load(ordering: .acquiring) == 0 { return .created }
+        if suspended.load(ordering: .acquiring) { return .suspended }
         let live = threads.filter { $0.phase != .finished }
         return !live.isEmpty && live.allSatisfy({ $0.phase == .paused }) ? .paused : .running
     }
@@ -169,7 +182,7 @@ public final class Machine: Sendable {
     /// `timeoutNanoseconds` (a vCPU stuck in the host kernel) or the machine stopped.
     @discardableResult
     public func pause(timeoutNanoseconds: UInt64 = 5_000_000_000) -> Bool {
-        guard !stopSwitch.isStopping, startedAt.load(ordering: .acquiring) != 0 else { return false }
+        guard !stopSwitch.isStopping, startedAt.load(ordering: .acquiring) != 0, !suspended.load(ordering: .acquiring) else { return false }
         for t in threads where t.phase != .finished { t.send(.pause) }
         let deadline = monotonicNanoseconds() + timeoutNanoseconds
         while threads.contains(where: { $0.phase == .running }) && !stopSwitch.isStopping {
@@ -179,8 +192,47 @@ public final class Machine: Sendable {
         return !stopSwitch.isStopping
     }
 
+    /// Lets paused vCPUs run again; a machine in S3 is woken instead (as firmware
+    /// would, through the waking vector).
     public func resume() {
+        if suspended.load(ordering: .acquiring) { wake(); return }
         for t in threads where t.phase == .paused { t.send(.resume) }
+    }
+
+    /// The guest wrote the S3 sleep type to PM1 control (on its vCPU thread, in the
+    /// middle of that OUT): every vCPU parks before it runs another instruction.
+    func enterS3() {
+        suspended.store(true, ordering: .releasing)
+        for t in threads where t.phase != .finished { t.send(.pause) }
+    }
+
+    /// Wakes a machine in S3 as a PC's firmware does: the boot vCPU starts in real mode
+    /// at the FACS waking vector, the others wait for INIT/SIPI, memory is as the guest
+    /// left it, and PM1 status says WAK_STS. False if the machine was not suspended.
+    @discardableResult
+    public func wake() -> Bool {
+        guard suspended.load(ordering: .acquiring), !stopSwitch.isStopping else { return false }
+        let deadline = monotonicNanoseconds() + 2_000_000_000
+        while threads.contains(where: { $0.phase == .running }) {
+            if monotonicNanoseconds() > deadline { stopSwitch.stop(.vmmFailure("S3: a vCPU did not stop")); return false }
+            usleep(200)
+        }
+        let x = (try? memory.read(UInt64.self, at: GuestAddress(ACPITables.facsXWakingVector))) ?? 0
+        let v = UInt64((try? memory.read(UInt32.self, at: GuestAddress(ACPITables.facsWakingVector))) ?? 0)
+        let vector = x != 0 && x < 0x10_0000 ? x : v
+        guard vector != 0, vector < 0x10_0000 else {
+            stopSwitch.stop(.guestFailure("woke from S3 with no real-mode waking vector in the FACS (0x\(String(vector, radix: 16)))"))
+            return false
+        }
+        for t in threads where t.phase == .paused {
+            guard var s = t.save() else { stopSwitch.stop(.vmmFailure("S3: vCPU \(t.index) did not answer")); return false }
+            if t.index == 0 { s.resetToRealMode(at: vector) } else { s.mpState = VCPUState.waitingForSIPI }
+            guard t.restore(s) else { stopSwitch.stop(.vmmFailure("S3: KVM refused vCPU \(t.index)'s wake state")); return false }
+        }
+        (devices.device("acpi-pm") as? PowerManagement)?.woke()
+        suspended.store(false, ordering: .releasing)
+        for t in threads where t.phase == .paused { t.send(.resume) }
+        return true
     }
 
     /// vCPU `index`'s state, read on its own thread while the machine is paused.
@@ -200,6 +252,8 @@ public final class Machine: Sendable {
     public func pressPowerButton() -> Bool {
         var listening = false
         for e in devices.entries { if let b = e.device as? any PowerButtonDevice, b.pressPowerButton() { listening = true } }
+        // The power button is a wake event in S3, as on a PC.
+        if suspended.load(ordering: .acquiring) { return wake() || listening }
         return listening
     }
 

@@ -94,10 +94,12 @@ extension Machine {
                         ranges: [.ports(AddressMap.com1, Serial8250.registerCount)], interrupts: platform ? [AddressMap.com1IRQ] : [])
         try devices.add(ExitPort(power: power), id: "exit-port", name: "exit port", ranges: [.ports(AddressMap.exitPort, 1)])
         if platform {
-            try devices.add(PowerManagement(power: power, s5SleepType: ACPITables.s5SleepType, sci: irq(AddressMap.sciIRQ)),
+            try devices.add(PowerManagement(power: power, s5SleepType: ACPITables.s5SleepType, s3SleepType: ACPITables.s3SleepType,
+                                            sci: irq(AddressMap.sciIRQ)),
                             id: "acpi-pm", name: "ACPI PM (timer, PM1)", ranges: [.ports(AddressMap.pmBlock, PowerManagement.portCount)],
                             interrupts: [AddressMap.sciIRQ])
-            try devices.add(CMOS(memorySize: config.memorySize), id: "cmos", name: "CMOS/RTC", ranges: [.ports(AddressMap.cmos, CMOS.portCount)])
+            try devices.add(CMOS(memorySize: config.memorySize, interrupt: irq(AddressMap.rtcIRQ)), id: "cmos", name: "CMOS/RTC",
+                            ranges: [.ports(AddressMap.cmos, CMOS.portCount)], interrupts: [AddressMap.rtcIRQ])
             try devices.add(I8042(power: power), id: "i8042", name: "i8042", ranges: [
                 .ports(AddressMap.i8042Data, 1, region: I8042.Region.data.rawValue, name: "i8042 data"),
                 .ports(AddressMap.i8042Command, 1, region: I8042.Region.command.rawValue, name: "i8042 command")])

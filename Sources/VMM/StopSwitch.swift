@@ -57,4 +57,8 @@ final class StopSwitch: PowerControl, Sendable {
     func guestExit(code: Int32) { stop(.exitPort(code: code)) }
     func guestReset() { stop(.reset) }
     func guestPowerOff() { stop(.powerOff) }
+    func guestSuspend() { suspendHandler.withLock { $0 }?() }
+
+    /// What entering ACPI S3 does: set once by the machine.
+    let suspendHandler = Mutex<(@Sendable () -> Void)?>(nil)
 }

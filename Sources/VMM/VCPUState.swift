@@ -11,6 +11,33 @@ public struct VCPUState: Sendable {
     public var mpState: UInt32
     public var xsave: XSaveArea
 
+    /// `KVM_MP_STATE_UNINITIALIZED`: an application processor waiting for INIT/SIPI.
+    public static let waitingForSIPI: UInt32 = 1
+
+    /// What firmware leaves on the boot vCPU when it jumps to a real-mode vector (ACPI's
+    /// waking vector): CS:IP = vector >> 4 : vector & 0xF, flat 64 KiB data segments at
+    /// 0, paging and protection off, no pending events.
+    mutating func resetToRealMode(at vector: UInt64) {
+        let segment = UInt16(truncatingIfNeeded: vector >> 4)
+        func real(_ selector: UInt16, code: Bool) -> Segment {
+            Segment(base: UInt64(selector) << 4, limit: 0xFFFF, selector: selector, type: code ? 0xB : 0x3, present: 1, dpl: 0,
+                    db: 0, s: 1, l: 0, g: 0, avl: 0, unusable: 0, padding: 0)
+        }
+        special.cs = real(segment, code: true)
+        special.ds = real(0, code: false); special.es = special.ds; special.fs = special.ds
+        special.gs = special.ds; special.ss = special.ds
+        special.cr0 = 0x6000_0010 // CD, NW, ET: the reset value
+        special.cr2 = 0; special.cr3 = 0; special.cr4 = 0; special.efer = 0
+        special.idt.base = 0; special.idt.limit = 0x3FF
+        special.gdt.base = 0; special.gdt.limit = 0xFFFF
+        registers = Registers()
+        registers.rip = vector & 0xF
+        registers.rflags = 0x2
+        events.exception = .init()
+        events.interrupt = .init()
+        mpState = 0
+    }
+
     /// Reads it, in the order KVM's api.rst gives for saving.
     init(reading vcpu: VCPU) throws(KVMError) {
         mpState = try vcpu.mpState()

@@ -178,6 +178,7 @@ final class ExitPortTests: XCTestCase {
         func guestExit(code: Int32) { codes.withLock { $0.append(code) } }
         func guestReset() {}
         func guestPowerOff() {}
+        func guestSuspend() {}
     }
 
     func testWritesBecomeExitCodes() {

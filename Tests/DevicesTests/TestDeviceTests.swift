@@ -1,6 +1,7 @@
 import Devices
 import GuestMemory
 import Synchronization
+import Foundation
 import Glibc
 import XCTest
 
@@ -10,6 +11,7 @@ final class TestDeviceTests: XCTestCase {
         func guestExit(code: Int32) { log.withLock { $0.append("exit \(code)") } }
         func guestReset() { log.withLock { $0.append("reset") } }
         func guestPowerOff() { log.withLock { $0.append("off") } }
+        func guestSuspend() { log.withLock { $0.append("suspend") } }
         var entries: [String] { log.withLock { $0 } }
     }
 
@@ -79,6 +81,65 @@ final class TestDeviceTests: XCTestCase {
         XCTAssertEqual(p.entries, [])
         pm.write(offset: 4, size: 2, value: UInt32(5 << 10 | 1 << 13))
         XCTAssertEqual(p.entries, ["off"])
+    }
+
+    final class Level: InterruptSource {
+        let levels = Mutex<[Bool]>([])
+        func setLevel(_ high: Bool) { levels.withLock { $0.append(high) } }
+        func trigger() {}
+        var last: Bool? { levels.withLock { $0.last } }
+    }
+
+    /// S3 as the `\_S3` sleep type, the RTC alarm as a wake event (RTC_STS/RTC_EN) and
+    /// an SCI, and WAK_STS after the wake.
+    func testS3SleepTypeSuspendsAndTheRTCAlarmIsAWakeEvent() {
+        let p = Power(), sci = Level()
+        let pm = PowerManagement(power: p, s5SleepType: 5, s3SleepType: 1, sci: sci)
+        pm.write(offset: 4, size: 2, value: UInt32(1 << 10)) // SLP_TYP without SLP_EN: nothing
+        XCTAssertEqual(p.entries, [])
+        pm.write(offset: 4, size: 2, value: UInt32(1 << 10 | 1 << 13))
+        XCTAssertEqual(p.entries, ["suspend"])
+        XCTAssertFalse(pm.rtcAlarm(), "RTC_EN clear: the alarm does not wake")
+        XCTAssertEqual(pm.read(offset: 0, size: 2) & 0x400, 0x400, "RTC_STS set all the same")
+        pm.write(offset: 0, size: 2, value: 0x400) // write 1 to clear
+        pm.write(offset: 2, size: 2, value: 0x400) // RTC_EN
+        XCTAssertTrue(pm.rtcAlarm())
+        XCTAssertEqual(sci.last, true, "an enabled fixed event raises the SCI")
+        pm.woke()
+        XCTAssertEqual(pm.read(offset: 1, size: 1) & 0x80, 0x80, "WAK_STS")
+        pm.write(offset: 0, size: 2, value: 0x8400)
+        XCTAssertEqual(sci.last, false)
+    }
+
+    func testRTCUpdateInProgressRisesOnceASecondAndAlarmsRaiseIRQ8() {
+        let irq = Level()
+        let cmos = CMOS(memorySize: 64 << 20, interrupt: irq)
+        func reg(_ i: UInt8) -> UInt64 { cmos.write(offset: 0, size: 1, value: i); return cmos.read(offset: 1, size: 1) }
+        func set(_ i: UInt8, _ v: UInt8) { cmos.write(offset: 0, size: 1, value: i); cmos.write(offset: 1, size: 1, value: v) }
+        // What the s3 test and Linux do: wait for UIP to rise, then to fall.
+        var rose = false, fell = false
+        let deadline = Date().addingTimeInterval(3)
+        while !(rose && fell) && Date() < deadline {
+            let uip = reg(0x0A) & 0x80 != 0
+            if uip { rose = true } else if rose { fell = true }
+        }
+        XCTAssertTrue(rose && fell, "UIP rises and falls within a second")
+        set(0x0A, 0xA6)
+        XCTAssertEqual(reg(0x0A) & 0x7F, 0x26, "UIP cannot be written")
+        // An alarm that matches any time, without AIE: the flag, no interrupt.
+        for a: UInt8 in [0x01, 0x03, 0x05] { set(a, 0xC0) }
+        XCTAssertFalse(cmos.updateCycle())
+        XCTAssertEqual(reg(0x0C), 0x30, "alarm and update flags, no IRQF")
+        XCTAssertEqual(reg(0x0C), 0, "reading C clears it")
+        set(0x0B, UInt8(reg(0x0B)) | 0x20) // AIE
+        XCTAssertTrue(cmos.updateCycle(), "an enabled alarm interrupt")
+        XCTAssertEqual(irq.last, true, "IRQ 8 raised")
+        XCTAssertEqual(reg(0x0C), 0xB0)
+        XCTAssertEqual(irq.last, false, "and lowered when C is read")
+        // An alarm for another hour does not fire.
+        set(0x05, 0x3F)
+        XCTAssertFalse(cmos.updateCycle())
+        XCTAssertEqual(reg(0x0C) & 0x20, 0)
     }
 }
 

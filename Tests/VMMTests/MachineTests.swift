@@ -347,6 +347,18 @@ final class KVMUnitTestsImageTests: XCTestCase {
         XCTAssertTrue(console.contains("PASS: IPI to each CPU"), console)
     }
 
+    /// ACPI S3 as kvm-unit-tests' `s3` drives it: wait for the RTC's update-in-progress
+    /// bit to rise and fall, arm an alarm, write the S3 sleep type; the vCPU stops at that
+    /// write (the guest would otherwise set memory 0 to 1), the alarm wakes the machine,
+    /// and the code at the FACS waking vector, in real mode, writes memory 0 to
+    /// isa-debug-exit: 0 only if nothing ran between the suspend and the wake.
+    func testS3SuspendsAtThePM1WriteAndTheRTCAlarmResumesAtTheWakingVector() throws {
+        let (result, console) = try run("s3.flat")
+        XCTAssertEqual(result.reason, .exitPort(code: 0), console)
+        XCTAssertTrue(console.contains("PM1a event registers at b000"), console)
+        XCTAssertLessThan(result.runNanoseconds, 10_000_000_000, "the alarm comes within a second or two")
+    }
+
     func testSetjmpPasses() throws {
         let (result, console) = try run("setjmp.flat")
         XCTAssertEqual(result.reason, .exitPort(code: 0), console)
