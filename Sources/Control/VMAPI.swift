@@ -8,7 +8,7 @@ import VMM
 ///     GET  /vm/stats     the statistics alone
 ///     PUT  /vm/config    the whole description (before boot only; 409 after)
 ///     PUT  /vm/state     {"state": "running" | "paused" | "stopped"}: running boots a
-///                        created VM and resumes a paused one
+///                        created VM, resumes a paused one and wakes a suspended one
 ///     POST /vm/actions   {"action": "start"}: boot a created VM (InstanceStart);
 ///                        {"action": "power-button"}: ask the guest to shut down
 ///
@@ -95,11 +95,14 @@ public struct VMAPI: Sendable {
         switch wanted {
         case "paused":
             guard let machine = vm.machine, now == "running" || now == "paused" else { throw HTTPError(status: 409, message: "cannot pause a VM that is \(now)") }
+            if now == "paused" { break }
             guard machine.pause() else { throw HTTPError(status: 503, message: "the vCPUs did not stop in time") }
         case "running":
             if now == "created" { try boot(); break }
-            guard let machine = vm.machine, now == "paused" || now == "running" else { throw HTTPError(status: 409, message: "cannot run a VM that is \(now)") }
-            machine.resume()
+            guard let machine = vm.machine, now == "paused" || now == "running" || now == "suspended" else {
+                throw HTTPError(status: 409, message: "cannot run a VM that is \(now)")
+            }
+            machine.resume() // a suspended one wakes at its ACPI waking vector
         case "stopped":
             guard now != "stopped" else { throw HTTPError(status: 409, message: "the VM is already stopped") }
             if let machine = vm.machine { machine.requestStop(.hostStop) } else { endProcess() }
@@ -118,7 +121,9 @@ public struct VMAPI: Sendable {
             try boot()
             return HTTPResponse(status: 200, body: .object([("action", .string("start")), ("state", .string(vm.stateName))]))
         case "power-button":
-            guard let machine = vm.machine, vm.stateName == "running" else { throw HTTPError(status: 409, message: "the VM is \(vm.stateName)") }
+            guard let machine = vm.machine, vm.stateName == "running" || vm.stateName == "suspended" else {
+                throw HTTPError(status: 409, message: "the VM is \(vm.stateName)")
+            }
             let listening = machine.pressPowerButton()
             return HTTPResponse(status: 200, body: .object([("action", .string(action)), ("guestListening", .bool(listening))]))
         default:

@@ -6,6 +6,8 @@ import VMM
 public struct VMStatus: Sendable {
     public enum State: String, Sendable {
         case created, running, paused, stopped
+        /// In ACPI S3 (suspend to RAM): woken by its RTC alarm, `resume` or the power button.
+        case suspended
         /// The VMM died without recording a result (killed, or a VMM bug).
         case crashed
         /// The VMM is alive but its API does not answer.
@@ -22,7 +24,7 @@ public struct VMStatus: Sendable {
     /// result.json, once it has ended.
     public let result: JSONValue?
 
-    public var isAlive: Bool { state == .created || state == .running || state == .paused || state == .unresponsive }
+    public var isAlive: Bool { state == .created || state == .running || state == .paused || state == .suspended || state == .unresponsive }
 
     public static func read(_ name: String, in dir: StateDirectory) throws(StateDirectory.Failure) -> VMStatus {
         try dir.require(name)

@@ -134,7 +134,7 @@ func setState(_ name: String, _ state: StateOptions, to target: String) throws {
 }
 
 struct ResumeCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "resume", abstract: "Let a paused VM's vCPUs run again.")
+    static let configuration = CommandConfiguration(commandName: "resume", abstract: "Let a paused VM's vCPUs run again, or wake a suspended (ACPI S3) one.")
     @OptionGroup var state: StateOptions
     @Argument(help: "The VM's name.") var name: String
 
@@ -161,7 +161,7 @@ struct StopCommand: ParsableCommand {
         try verb(state.json) {
             var s = try status(name, state)
             try requireAlive(s)
-            if s.state == .paused { try call(name, state, "PUT", "/vm/state", .object([("state", .string("running"))])) }
+            if s.state == .paused || s.state == .suspended { try call(name, state, "PUT", "/vm/state", .object([("state", .string("running"))])) }
             let answer = try call(name, state, "POST", "/vm/actions", .object([("action", .string("power-button"))]))
             if answer["guestListening"]?.bool != true || !waitForExit(name, state, timeoutSeconds: timeout) {
                 s = try status(name, state)

@@ -293,3 +293,56 @@ extension CLITests {
         XCTAssertGreaterThanOrEqual(again.stderr.components(separatedBy: "starting it again").count - 1, 2, again.stderr)
     }
 }
+
+/// scripts/kvm-unit-tests with a QEMU that refuses to start: its exit status 1 is what
+/// QEMU also returns for a guest that passed (isa-debug-exit's (0 << 1) | 1), and the
+/// runner must tell the two apart by QEMU's error output.
+final class ConformanceRunnerTests: XCTestCase {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    func testAQEMUThatNeverStartedIsASkipWithItsReasonNotAPass() throws {
+        try KVMTestHost.skipUnlessUsable()
+        let suite = Self.root.appendingPathComponent("../shared/kvm-unit-tests").standardized.path
+        guard FileManager.default.fileExists(atPath: suite + "/setjmp.flat") else { throw XCTSkip("\(suite) has no setjmp.flat") }
+        let fakes = FileManager.default.temporaryDirectory.appendingPathComponent("fake-qemu-\(getpid())")
+        try FileManager.default.createDirectory(at: fakes, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: fakes) }
+        let qemu = fakes.appendingPathComponent("qemu-system-x86_64")
+        try """
+            #!/bin/sh
+            # A stand-in for QEMU: refuses to start, or runs a guest that passes.
+            if [ "$FAKE_QEMU" = refuse ]; then
+                echo "qemu-system-x86_64: warning: host doesn't support requested feature" >&2
+                echo "qemu-system-x86_64: Property 'max-x86_64-cpu.vmx-mbec' not found" >&2
+                exit 1
+            fi
+            echo "PASS: everything"; echo "SUMMARY: 1 tests"; exit 1
+
+            """.write(to: qemu, atomically: true, encoding: .utf8)
+        chmod(qemu.path, 0o755)
+        func run(_ mode: String) throws -> [String: Any] {
+            let p = Process()
+            p.executableURL = Self.root.appendingPathComponent("scripts/kvm-unit-tests")
+            p.arguments = [suite, "--only", "setjmp", "--compare", "qemu", "--json",
+                           "--swiftvisor", CLITests.binDirectory.appendingPathComponent("swiftvisor").path]
+            var env = ProcessInfo.processInfo.environment
+            env["PATH"] = fakes.path + ":" + (env["PATH"] ?? "/usr/bin:/bin")
+            env["FAKE_QEMU"] = mode
+            p.environment = env
+            let out = Pipe()
+            p.standardOutput = out
+            try p.run()
+            let data = out.fileHandleForReading.readDataToEndOfFile()
+            p.waitUntilExit()
+            let doc = try XCTUnwrap(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+            return try XCTUnwrap((doc["results"] as? [[String: Any]])?.first)
+        }
+        let refused = try run("refuse")
+        XCTAssertEqual(refused["status"] as? String, "PASS", "Swiftvisor's own verdict")
+        let kvm = try XCTUnwrap(refused["qemu-kvm"] as? [String: Any])
+        XCTAssertEqual(kvm["status"] as? String, "SKIP")
+        XCTAssertEqual(kvm["reason"] as? String, "QEMU did not start: qemu-system-x86_64: Property 'max-x86_64-cpu.vmx-mbec' not found")
+        let passed = try XCTUnwrap(try run("pass")["qemu-tcg"] as? [String: Any])
+        XCTAssertEqual(passed["status"] as? String, "PASS", "status 1 with the guest's output is the guest's 0")
+    }
+}
