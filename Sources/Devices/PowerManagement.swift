@@ -62,31 +62,25 @@ public final class PowerManagement: PowerButtonDevice {
     /// Presses the power button: sets PWRBTN_STS and raises the SCI if the guest enabled
     /// it. Returns whether the guest is listening (PWRBTN_EN set).
     @discardableResult
-    public func pressPowerButton() -> Bool {
-        registers.withLock { r -> Bool in
-            r.status |= PowerManagement.powerButtonBit
-            updateSCI(r)
-            return r.enable & PowerManagement.powerButtonBit != 0
-        }
-    }
+    public func pressPowerButton() -> Bool { fixedEvent(PowerManagement.powerButtonBit) }
 
     /// The RTC raised an alarm interrupt: sets RTC_STS (an SCI if the guest enabled
     /// RTC_EN). Returns whether RTC_EN is set, i.e. whether the alarm wakes the machine
     /// from S3.
     @discardableResult
-    public func rtcAlarm() -> Bool {
-        registers.withLock { r -> Bool in
-            r.status |= PowerManagement.rtcBit
-            updateSCI(r)
-            return r.enable & PowerManagement.rtcBit != 0
-        }
-    }
+    public func rtcAlarm() -> Bool { fixedEvent(PowerManagement.rtcBit) }
 
     /// The machine woke from a sleep state: WAK_STS, as the guest's resume code expects.
-    public func woke() {
-        registers.withLock { r in
-            r.status |= PowerManagement.wakeBit
+    public func woke() { fixedEvent(PowerManagement.wakeBit) }
+
+    /// A fixed ACPI event: its status bit set, the SCI updated under the lock; returns
+    /// whether the guest enabled it.
+    @discardableResult
+    private func fixedEvent(_ bit: UInt16) -> Bool {
+        registers.withLock { r -> Bool in
+            r.status |= bit
             updateSCI(r)
+            return r.enable & bit != 0
         }
     }
 

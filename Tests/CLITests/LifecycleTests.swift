@@ -22,8 +22,10 @@ final class LifecycleTests: XCTestCase {
         stateDir = "/tmp/sv-\(getpid())-\(UInt32.random(in: 0...0xFFFFFF))"
     }
 
-    override func tearDown() {
-        // Leave no VM running behind a failed test.
+    override func tearDown() { Self.removeAll(stateDir) }
+
+    /// Leaves no VM running behind a test, failed or not, and removes its state.
+    static func removeAll(_ stateDir: String) {
         for name in (try? FileManager.default.contentsOfDirectory(atPath: stateDir)) ?? [] {
             if let pid = try? String(contentsOfFile: "\(stateDir)/\(name)/pid", encoding: .utf8), let p = Int32(pid.trimmingCharacters(in: .whitespacesAndNewlines)) {
                 kill(p, SIGKILL)
@@ -257,14 +259,7 @@ final class PreBootTests: XCTestCase {
         stateDir = "/tmp/sv-pre-\(getpid())-\(UInt32.random(in: 0...0xFFFFFF))"
     }
 
-    override func tearDown() {
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: stateDir)) ?? [] {
-            if let pid = try? String(contentsOfFile: "\(stateDir)/\(name)/pid", encoding: .utf8), let p = Int32(pid.trimmingCharacters(in: .whitespacesAndNewlines)) {
-                kill(p, SIGKILL)
-            }
-        }
-        try? FileManager.default.removeItem(atPath: stateDir)
-    }
+    override func tearDown() { LifecycleTests.removeAll(stateDir) }
 
     @discardableResult
     func sv(_ args: [String]) throws -> CLITests.Outcome { try LifecycleTests.sv(args, stateDir: stateDir) }

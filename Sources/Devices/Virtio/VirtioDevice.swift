@@ -1,0 +1,40 @@
+import GuestMemory
+
+/// What a virtio device is, whatever transport carries it (MMIO now, PCI later): its
+/// type, its own feature bits, its queues, its configuration space, and what it does
+/// with a queue's requests. The transport owns feature negotiation, status, queue set-up
+/// and interrupts (virtio 1.2, sections 2 and 4).
+public protocol VirtioDevice: AnyObject, Sendable {
+    /// The device ID (virtio 1.2, 5): 2 block, 4 entropy, 3 console...
+    var deviceType: UInt32 { get }
+    /// Device-specific feature bits offered (the transport adds VERSION_1,
+    /// RING_INDIRECT_DESC and RING_EVENT_IDX).
+    var offeredFeatures: UInt64 { get }
+    /// Each queue's maximum size (a power of two).
+    var queueSizes: [UInt16] { get }
+    /// Reads `size` bytes of the configuration space at `offset` (out of range: 0).
+    func readConfig(offset: Int, size: Int) -> UInt64
+    func writeConfig(offset: Int, size: Int, value: UInt64)
+    /// Takes the requests on queue `index` and answers them, pushing each to the used
+    /// ring. Returns how many it completed; a malformed chain throws.
+    func process(queue index: Int, _ queue: inout VirtQueue, memory: GuestMemory) throws(VirtQueueError) -> Int
+    /// The driver reset the device: forget any request state.
+    func reset()
+}
+
+/// Feature bits of the transport and rings (virtio 1.2, 6).
+public enum VirtioFeature {
+    public static let ringIndirectDescriptors: UInt64 = 1 << 28
+    public static let ringEventIndex: UInt64 = 1 << 29
+    public static let version1: UInt64 = 1 << 32
+}
+
+/// Device status bits (virtio 1.2, 2.1).
+public enum VirtioStatus {
+    public static let acknowledge: UInt32 = 1
+    public static let driver: UInt32 = 2
+    public static let driverOK: UInt32 = 4
+    public static let featuresOK: UInt32 = 8
+    public static let needsReset: UInt32 = 64
+    public static let failed: UInt32 = 128
+}
