@@ -20,8 +20,8 @@
 /// 0x3F8 COM1, 0x501 the exit port, 0x510 fw_cfg, 0x2000 pc-testdev IRQ lines,
 /// 0xB000 the ACPI PM block.
 ///
-/// Interrupt lines (GSIs): 0-15 ISA (4 COM1, 8 RTC, 9 SCI), 16-23 IOAPIC-only lines, handed
-/// out to devices that need one (virtio), then MSI routes from 24.
+/// Interrupt lines (GSIs): 0-15 ISA (4 COM1, 8 RTC, 9 SCI; the free ones handed out to
+/// virtio devices), 16-23 IOAPIC-only, then MSI routes from 24.
 public enum AddressMap {
     // MARK: Guest-physical
 
@@ -72,8 +72,10 @@ public enum AddressMap {
     public static let com1IRQ: UInt32 = 4
     public static let rtcIRQ: UInt32 = 8
     public static let sciIRQ: UInt32 = 9
-    /// Lines the device manager may hand out: the IOAPIC's pins no ISA device uses.
-    public static let allocatableIRQs: [UInt32] = Array(16...23)
+    /// Lines the device manager may hand out (virtio devices): the ISA lines no device
+    /// here uses, edge-triggered and active-high by default as Linux sets them up for a
+    /// `virtio_mmio.device=` announcement (Firecracker hands out the same kind).
+    public static let allocatableIRQs: [UInt32] = [5, 6, 7, 10, 11, 12, 14, 15]
     /// The first GSI above the irqchip pins, for MSI routes.
     public static let firstMSIRoute: UInt32 = 24
 }

@@ -1,3 +1,4 @@
+import Devices
 import Glibc
 import VMM
 
@@ -64,7 +65,30 @@ public struct VMAPI: Sendable {
             ("uptimeSeconds", .double(Double((machine?.uptimeNanoseconds ?? 0) / 1_000_000) / 1000)),
             ("config", vm.description.json),
             ("statistics", VMAPI.statistics(machine?.currentStatistics() ?? ExitStatistics())),
+            ("devices", .array((machine?.devices.entries ?? []).map(VMAPI.device))),
         ])
+    }
+
+    /// One device as `inspect` shows it: id, name, where it sits, its interrupts, and for
+    /// virtio devices the negotiated features, status and counters.
+    static func device(_ e: DeviceManager.Entry) -> JSONValue {
+        func hex(_ v: UInt64) -> JSONValue { .string("0x" + String(v, radix: 16)) }
+        var o: [(String, JSONValue)] = [("id", .string(e.id)), ("name", .string(e.name))]
+        o.append(("ranges", .array(e.ranges.map { r in
+            .object([("space", .string(r.space.rawValue)), ("start", hex(r.start)), ("length", .uint(r.length))])
+        })))
+        o.append(("interrupts", .array(e.interrupts.map { .uint(UInt64($0)) })))
+        if let v = e.device as? VirtioMMIO {
+            let c = v.statistics
+            var virtio: [(String, JSONValue)] = [("transport", .string("mmio")), ("deviceType", .uint(UInt64(v.device.deviceType))),
+                                                 ("status", .uint(UInt64(v.status))), ("features", hex(v.negotiatedFeatures)),
+                                                 ("queueSizes", .array(v.device.queueSizes.map { .uint(UInt64($0)) })),
+                                                 ("completed", .uint(c.completed)), ("notifications", .uint(c.notifications)),
+                                                 ("malformed", .uint(c.malformed))]
+            if let e = c.lastError { virtio.append(("lastError", .string(e))) }
+            o.append(("virtio", .object(virtio)))
+        }
+        return .object(o)
     }
 
     public static func statistics(_ s: ExitStatistics) -> JSONValue {

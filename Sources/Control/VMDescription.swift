@@ -7,7 +7,8 @@ import VMM
 ///
 ///     {"name": "web", "memory": "64M", "cpus": 1, "testDevices": false, "pit": true,
 ///      "hostQuirks": false, "pvh": false, "symbols": "System.map", "timeout": 30,
-///      "onReboot": "exit" | "restart",
+///      "onReboot": "exit" | "restart", "rng": false,
+///      "disks": [{"path": "disk.img", "readonly": false, "id": "vda", "serial": "..."}],
 ///      "boot": {"demo": true}
 ///            | {"image": "guest.bin", "mode": "long", "loadAddress": "0x100000", "entry": "0x100000"}
 ///            | {"kernel": "vmlinux", "cmdline": "console=ttyS0", "initrd": "initrd.cpio"}}
@@ -32,7 +33,7 @@ public struct VMDescription: Equatable, Sendable, Decodable {
     }
 
     enum Keys: String, CodingKey, CaseIterable {
-        case name, memory, cpus, boot, testDevices, pit, hostQuirks, pvh, symbols, timeout, onReboot, kvmDevice
+        case name, memory, cpus, boot, testDevices, pit, hostQuirks, pvh, symbols, timeout, onReboot, kvmDevice, disks, rng
     }
 
     public init(from decoder: any Decoder) throws {
@@ -48,6 +49,8 @@ public struct VMDescription: Equatable, Sendable, Decodable {
         config.pvh = try c.decodeIfPresent(Bool.self, forKey: .pvh) ?? false
         config.symbolFile = try c.decodeIfPresent(String.self, forKey: .symbols)
         if let k = try c.decodeIfPresent(String.self, forKey: .kvmDevice) { config.kvmPath = k }
+        config.disks = try c.decodeIfPresent([DiskValue].self, forKey: .disks)?.map(\.disk) ?? []
+        config.rng = try c.decodeIfPresent(Bool.self, forKey: .rng) ?? false
         timeoutSeconds = try c.decodeIfPresent(Double.self, forKey: .timeout)
         switch try c.decodeIfPresent(String.self, forKey: .onReboot) ?? "exit" {
         case "exit": restartOnReboot = false
@@ -125,9 +128,43 @@ public struct VMDescription: Equatable, Sendable, Decodable {
         if c.pvh { o.append(("pvh", .bool(true))) }
         if let s = c.symbolFile { o.append(("symbols", .string(s))) }
         if c.kvmPath != "/dev/kvm" { o.append(("kvmDevice", .string(c.kvmPath))) }
+        if !c.disks.isEmpty {
+            o.append(("disks", .array(c.disks.map { d in
+                var f: [(String, JSONValue)] = [("path", .string(d.path)), ("readonly", .bool(d.readOnly))]
+                if let id = d.id { f.append(("id", .string(id))) }
+                if let s = d.serial { f.append(("serial", .string(s))) }
+                return .object(f)
+            })))
+        }
+        if c.rng { o.append(("rng", .bool(true))) }
         if let t = timeoutSeconds { o.append(("timeout", .double(t))) }
         if restartOnReboot { o.append(("onReboot", .string("restart"))) }
         return .object(o)
+    }
+}
+
+/// One disk: `{"path": "disk.img", "readonly": false, "id": "vda", "serial": "..."}`.
+public struct DiskValue: Decodable {
+    public let disk: DiskConfig
+    enum Keys: String, CodingKey, CaseIterable { case path, readonly, id, serial }
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: Keys.self)
+        disk = DiskConfig(path: try c.decode(String.self, forKey: .path), readOnly: try c.decodeIfPresent(Bool.self, forKey: .readonly) ?? false,
+                          id: try c.decodeIfPresent(String.self, forKey: .id), serial: try c.decodeIfPresent(String.self, forKey: .serial))
+    }
+
+    /// `--disk PATH[,readonly][,id=NAME][,serial=S]`.
+    public static func parse(_ text: String) -> DiskConfig? {
+        let parts = text.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        guard let path = parts.first, !path.isEmpty else { return nil }
+        var d = DiskConfig(path: path)
+        for p in parts.dropFirst() {
+            if p == "readonly" || p == "ro" { d.readOnly = true }
+            else if p.hasPrefix("id="), p.count > 3 { d.id = String(p.dropFirst(3)) }
+            else if p.hasPrefix("serial=") { d.serial = String(p.dropFirst(7)) }
+            else { return nil }
+        }
+        return d
     }
 }
 

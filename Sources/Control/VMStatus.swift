@@ -72,6 +72,7 @@ public struct VMStatus: Sendable {
         if let live {
             o.append(("uptimeSeconds", live["uptimeSeconds"] ?? .null))
             o.append(("statistics", live["statistics"] ?? .null))
+            if let devices = live["devices"] { o.append(("devices", devices)) }
         }
         if let result {
             o.append(("exitCode", result["exitCode"] ?? .null))

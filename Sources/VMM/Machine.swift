@@ -24,6 +24,8 @@ public final class Machine: Sendable {
     let stopSwitch: StopSwitch
     /// When `build` started, for start-up figures.
     let buildStarted: UInt64
+    /// The virtio devices, whose queue notifications the event loop serves.
+    let virtio: [VirtioEndpoint]
     private let startedAt = Atomic<UInt64>(0)
     /// In ACPI S3: vCPUs parked, memory kept, until a wake event.
     private let suspended = Atomic<Bool>(false)
@@ -31,7 +33,8 @@ public final class Machine: Sendable {
     private let loopTimers = Mutex<[Int]>([])
 
     init(config: MachineConfig, memory: GuestMemory, devices: DeviceManager, kvm: KVMSystem, vm: VMFileDescriptor,
-         vcpus: [VCPU], stopSwitch: StopSwitch, buildStarted: UInt64) {
+         vcpus: [VCPU], stopSwitch: StopSwitch, buildStarted: UInt64, virtio: [VirtioEndpoint] = []) {
+        self.virtio = virtio
         self.config = config
         self.memory = memory
         self.devices = devices
@@ -135,6 +138,7 @@ public final class Machine: Sendable {
             })
         }
         loopTimers.withLock { $0 = ids }
+        for endpoint in virtio { loop.add(endpoint.notifyFD) { _ in endpoint.serviceNotification() } }
         let wakeLoop = { [stopSwitch] in
             loop.add(stopSwitch.stopEvent) { _ in loop.wake() }
         }
@@ -146,6 +150,7 @@ public final class Machine: Sendable {
         if let loop {
             for id in loopTimers.withLock({ $0 }) { loop.cancelTimer(id) }
             loop.remove(stopSwitch.stopEvent)
+            for endpoint in virtio { loop.remove(endpoint.notifyFD) }
         }
         stopSwitch.kickAll()
         for t in threads { t.join() }

@@ -1,5 +1,7 @@
 import Boot
+import CLinux
 import Devices
+import Glibc
 import GuestMemory
 import KVM
 
@@ -32,7 +34,6 @@ extension Machine {
         } catch { throw .kvm(error) }
 
         let memory = try mapMemory(config, kvm: kvm, vm: vm)
-        let state = try guest.load(into: memory, config: config)
 
         // Kernels get a PC platform: the in-kernel irqchip (PIC, IOAPIC, local APICs,
         // which also start the other vCPUs on INIT/SIPI) and PIT. Flat binaries get
@@ -49,6 +50,10 @@ extension Machine {
         let devices: DeviceManager
         do { devices = try wireDevices(config, platform: platform, vm: vm, memory: memory, power: stopSwitch, console: console) }
         catch { throw .device(error.description) }
+        let virtio = try addVirtioDevices(config, vm: vm, memory: memory, devices: devices)
+
+        // The guest goes in last: a Linux kernel is told where the virtio devices are.
+        let state = try guest.load(into: memory, config: config, announcements: virtio.map(\.announcement))
 
         var vcpus: [VCPU] = []
         do {
@@ -64,7 +69,48 @@ extension Machine {
         } catch { throw .kvm(error) }
 
         return Machine(config: config, memory: memory, devices: devices, kvm: kvm, vm: vm,
-                       vcpus: vcpus, stopSwitch: stopSwitch, buildStarted: started)
+                       vcpus: vcpus, stopSwitch: stopSwitch, buildStarted: started, virtio: virtio)
+    }
+
+    /// The virtio devices (disks in command-line order, then the entropy device), each a
+    /// virtio-mmio window and an interrupt line from the device manager. The driver's
+    /// queue notifications land on an ioeventfd (served by the event loop, off the vCPU
+    /// threads); completions interrupt the guest through an irqfd.
+    static func addVirtioDevices(_ config: MachineConfig, vm: VMFileDescriptor, memory: GuestMemory,
+                                 devices: DeviceManager) throws(MachineError) -> [VirtioEndpoint] {
+        var made: [(id: String, name: String, device: any VirtioDevice)] = []
+        for (i, disk) in config.disks.enumerated() {
+            do {
+                made.append((disk.id(index: i), "virtio-blk \(disk.path)" + (disk.readOnly ? " (read-only)" : ""),
+                             try VirtioBlock(path: disk.path, readOnly: disk.readOnly, serial: disk.serial)))
+            } catch { throw .device(error.description) }
+        }
+        if config.rng {
+            do { made.append(("rng", "virtio-rng", try VirtioRNG())) } catch { throw .device(error.description) }
+        }
+        var endpoints: [VirtioEndpoint] = []
+        for m in made {
+            do {
+                let base = try devices.allocateMMIO(size: VirtioMMIO.windowSize)
+                let irq = try devices.allocateIRQ()
+                let interrupt = try IRQFDInterrupt(vm: vm, gsi: irq)
+                let transport = VirtioMMIO(device: m.device, memory: memory, interrupt: interrupt)
+                try devices.add(transport, id: m.id, name: m.name, ranges: [.init(.mmio, base, VirtioMMIO.windowSize)], interrupts: [irq])
+                let notify = base + VirtioMMIO.queueNotifyOffset
+                let fd = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
+                guard fd >= 0 else { throw KVMError("eventfd", errno: nil, hint: "virtio queue notifications") }
+                do { try vm.registerIOEvent(eventFD: fd, address: notify, length: 4, pio: false) } catch { close(fd); throw error }
+                endpoints.append(VirtioEndpoint(id: m.id, transport: transport, notifyFD: fd,
+                                                announcement: VirtioMMIO.commandLine(base: base, irq: irq)))
+            } catch let e as KVMError {
+                throw .kvm(e)
+            } catch let e as DeviceManager.Failure {
+                throw .device(e.description)
+            } catch {
+                throw .device("\(m.name): \(error)")
+            }
+        }
+        return endpoints
     }
 
     static func mapMemory(_ config: MachineConfig, kvm: KVMSystem, vm: VMFileDescriptor) throws(MachineError) -> GuestMemory {
@@ -160,7 +206,7 @@ enum BootImage {
         }
     }
 
-    func load(into memory: GuestMemory, config: MachineConfig) throws(MachineError) -> InitialCPUState {
+    func load(into memory: GuestMemory, config: MachineConfig, announcements: [String] = []) throws(MachineError) -> InitialCPUState {
         do {
             switch self {
             case let .flat(image):
@@ -176,6 +222,7 @@ enum BootImage {
                     // Appended, so that they win over anything the user wrote.
                     commandLine += (commandLine.isEmpty ? "" : " ") + HostQuirks.emulatedKernelMode.kernelCommandLine.joined(separator: " ")
                 }
+                for a in announcements { commandLine += (commandLine.isEmpty ? "" : " ") + a }
                 let rsdp = try ACPITables.write(into: memory, cpus: config.vcpuCount)
                 let map = PlatformMemoryMap.entries(ramRanges: AddressMap.ramRanges(memorySize: config.memorySize))
                 if config.pvh { return try kernel.loadPVH(into: memory, commandLine: commandLine, initrd: initrd, memoryMap: map, rsdp: rsdp) }

@@ -24,6 +24,10 @@ public struct MachineConfig: Equatable, Sendable {
     /// vmlinux or a System.map. nil: the kernel file itself, when it has a symbol
     /// table. Read only when a failure is reported, so it costs nothing otherwise.
     public var symbolFile: String? = nil
+    /// virtio-blk disks, in the order the guest sees them (the first is /dev/vda).
+    public var disks: [DiskConfig] = []
+    /// A virtio-rng entropy device.
+    public var rng: Bool = false
 
     /// The file failure reports take symbol names from, if any.
     public var effectiveSymbolFile: String? {
@@ -37,6 +41,8 @@ public struct MachineConfig: Equatable, Sendable {
     /// than intent, and the host would have to overcommit.
     public static let maximumMemorySize: UInt64 = 1 << 40
     public static let minimumMemorySize: UInt64 = 1 << 20
+    /// virtio-mmio devices get an interrupt line each from `AddressMap.allocatableIRQs`.
+    public static let maximumVirtioDevices = AddressMap.allocatableIRQs.count
 
     public init(memorySize: UInt64 = MachineConfig.defaultMemorySize, vcpuCount: Int = 1,
                 boot: BootSource = .demo, kvmPath: String = "/dev/kvm", testDevices: Bool = false, pit: Bool = true) {
@@ -65,6 +71,18 @@ public struct MachineConfig: Equatable, Sendable {
         if case .demo = boot, memorySize < DemoGuest.minimumMemory {
             throw .invalid("memory", "the demo guest needs at least \(ByteSize.format(DemoGuest.minimumMemory))")
         }
+        if !disks.isEmpty || rng {
+            guard case .kernel = boot else { throw .invalid(disks.isEmpty ? "rng" : "disk", "virtio devices need a kernel (--kernel): a flat binary has no interrupt controller to be told through") }
+        }
+        guard disks.count <= MachineConfig.maximumVirtioDevices - (rng ? 1 : 0) else {
+            throw .invalid("disk", "\(disks.count) disks: at most \(MachineConfig.maximumVirtioDevices - (rng ? 1 : 0))")
+        }
+        var ids = Set<String>()
+        for (i, d) in disks.enumerated() {
+            guard !d.path.isEmpty else { throw .invalid("disk", "disk \(i + 1) has no path") }
+            guard ids.insert(d.id(index: i)).inserted else { throw .invalid("disk", "two disks with the id '\(d.id(index: i))'") }
+            if let s = d.serial, s.utf8.count > 20 { throw .invalid("disk", "serial '\(s)' is longer than virtio's 20 bytes") }
+        }
         if case let .flat(_, mode, load, entry) = boot {
             if mode == .real, let load, load >= 0x10_0000 {
                 throw .invalid("load-address", "0x\(String(load, radix: 16)) is beyond the 1 MiB real mode can reach")
@@ -73,6 +91,28 @@ public struct MachineConfig: Equatable, Sendable {
                 throw .invalid("entry", "0x\(String(entry, radix: 16)) is beyond the 1 MiB real mode can reach")
             }
         }
+    }
+}
+
+/// One virtio-blk disk: a raw image file or a block device.
+public struct DiskConfig: Equatable, Sendable {
+    public var path: String
+    public var readOnly: Bool
+    /// The device's id (what `inspect` shows); default `vda`, `vdb`...
+    public var id: String?
+    /// What the guest reads with GET_ID (at most 20 bytes); default the file's name.
+    public var serial: String?
+
+    public init(path: String, readOnly: Bool = false, id: String? = nil, serial: String? = nil) {
+        self.path = path
+        self.readOnly = readOnly
+        self.id = id
+        self.serial = serial
+    }
+
+    /// `vda`, `vdb`... for the disk at `index`, unless an id was given.
+    public func id(index: Int) -> String {
+        id ?? "vd" + String(UnicodeScalar(UInt8(97 + index % 26)))
     }
 }
 

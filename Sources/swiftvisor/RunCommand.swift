@@ -264,6 +264,12 @@ struct VMFlags: ParsableArguments {
     @Flag(name: .long, help: "Boot a vmlinux through its PVH entry (32-bit, hvm_start_info) instead of the 64-bit boot protocol.")
     var pvh = false
 
+    @Option(name: .long, parsing: .unconditionalSingleValue, help: ArgumentHelp("A virtio-blk disk: a raw image or block device, PATH[,readonly][,id=NAME][,serial=S]; repeat for more (the first is /dev/vda). Kernels only.", valueName: "disk"))
+    var disk: [String] = []
+
+    @Flag(name: .long, help: "Add a virtio-rng entropy device (from the host's /dev/urandom). Kernels only.")
+    var rng = false
+
     @Flag(name: .long, help: "List the host quirks in use before the VM starts.")
     var verbose = false
 

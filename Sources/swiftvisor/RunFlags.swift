@@ -45,6 +45,9 @@ struct RunFlags {
         Flag(name: "--initrd", takesValue: true, fastPath: false) { s, v in s.initrd = v },
         Flag(name: "--system-map", takesValue: true, fastPath: false) { s, v in s.systemMap = v },
         Flag(name: "--pvh", takesValue: false, fastPath: false) { s, _ in s.pvh = true },
+        Flag(name: "--disk", takesValue: true, fastPath: false) { s, v throws(Failure) in
+            s.disks.append(try value("--disk", v, DiskValue.parse, "a disk (PATH[,readonly][,id=NAME][,serial=S])")) },
+        Flag(name: "--rng", takesValue: false, fastPath: false) { s, _ in s.rng = true },
         Flag(name: "--memory", takesValue: true, fastPath: true) { s, v throws(Failure) in
             s.memory = try value("--memory", v, ByteSize.parse, "a size (64M, 1G or a byte count)") },
         Flag(name: "--cpus", takesValue: true, fastPath: true) { s, v throws(Failure) in
@@ -111,6 +114,7 @@ struct RunSettings {
     enum Quirks: String, CaseIterable { case auto, on, off }
     var image: String?, mode: CPUMode?, loadAddress: UInt64?, entry: UInt64?
     var kernel: String?, cmdline: String?, initrd: String?, systemMap: String?, pvh = false
+    var disks: [DiskConfig] = [], rng = false
     var memory: UInt64?, cpus: Int?, testDevices = false, noPIT = false
     var quirks = Quirks.auto, restartOnReboot: Bool?, timeout: Double?
     var stats = false, json = false, verbose = false, kvmDevice: String?
@@ -151,6 +155,8 @@ struct RunSettings {
         case .off: d.config.hostQuirks = false
         case .auto: if isKernel && (kernel != nil || !d.config.hostQuirks) { d.config.hostQuirks = quirksHere() }
         }
+        if !disks.isEmpty { d.config.disks = disks }
+        if rng { d.config.rng = true }
         if let memory { d.config.memorySize = memory }
         if let cpus { d.config.vcpuCount = cpus }
         if let kvmDevice { d.config.kvmPath = kvmDevice }

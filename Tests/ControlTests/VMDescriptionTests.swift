@@ -38,7 +38,7 @@ final class VMDescriptionTests: XCTestCase {
     }
 
     func testErrorsNameTheFieldByItsPath() {
-        XCTAssertEqual(error(#"{"memroy": "64M"}"#), "unknown field \"memroy\" (known: name, memory, cpus, boot, testDevices, pit, hostQuirks, pvh, symbols, timeout, onReboot, kvmDevice)")
+        XCTAssertEqual(error(#"{"memroy": "64M"}"#), "unknown field \"memroy\" (known: name, memory, cpus, boot, testDevices, pit, hostQuirks, pvh, symbols, timeout, onReboot, kvmDevice, disks, rng)")
         XCTAssertTrue(error(#"{"boot": {"image": "a", "colour": 1}}"#).hasPrefix("unknown field \"boot.colour\""))
         XCTAssertEqual(error(#"{"cpus": "two"}"#), "\"cpus\": must be a whole number")
         XCTAssertEqual(error(#"{"cpus": 1e30}"#), "\"cpus\": must be a whole number from \(Int.min) to \(Int.max)", "never a trap on a huge number")
@@ -69,5 +69,30 @@ final class VMDescriptionTests: XCTestCase {
         XCTAssertThrowsError(try VMMLaunch.parse(#"{"vm": {}, "start": false}"#), "a created VM needs its API")
         XCTAssertThrowsError(try VMMLaunch.parse(#"{"vm": {"cpus": 0}}"#), "validated like any description")
         XCTAssertThrowsError(try VMMLaunch.parse(#"{"vm": {}, "debug": true}"#), "no hidden fields")
+    }
+}
+
+/// Disks and the entropy device in the description and on the command line.
+final class VirtioConfigTests: XCTestCase {
+    func testDisksInJSONAndTheirRules() throws {
+        let d = try VMDescription.parse(#"{"boot": {"kernel": "k"}, "rng": true, "disks": [{"path": "a.img", "readonly": true, "serial": "s1"}, {"path": "b.img", "id": "data"}]}"#)
+        XCTAssertEqual(d.config.disks, [DiskConfig(path: "a.img", readOnly: true, serial: "s1"), DiskConfig(path: "b.img", id: "data")])
+        XCTAssertEqual(d.config.disks.enumerated().map { $1.id(index: $0) }, ["vda", "data"])
+        XCTAssertTrue(d.config.rng)
+        XCTAssertEqual(try VMDescription.parse(d.json.rendered), d)
+        func error(_ text: String) -> String { do { _ = try VMDescription.parse(text); return "" } catch { return error.description } }
+        XCTAssertTrue(error(#"{"disks": [{"path": "a.img"}]}"#).contains("virtio devices need a kernel"))
+        XCTAssertTrue(error(#"{"boot": {"kernel": "k"}, "disks": [{"path": "a", "id": "x"}, {"path": "b", "id": "x"}]}"#).contains("two disks with the id 'x'"))
+        XCTAssertTrue(error(#"{"boot": {"kernel": "k"}, "disks": [{"path": "a", "serial": "123456789012345678901"}]}"#).contains("longer than virtio's 20 bytes"))
+        XCTAssertTrue(error(#"{"boot": {"kernel": "k"}, "disks": [{"readonly": true}]}"#).contains("\"disks[0].path\": is required"), error(#"{"boot": {"kernel": "k"}, "disks": [{"readonly": true}]}"#))
+        let many = (0..<9).map { #"{"path": "d\#($0)"}"# }.joined(separator: ",")
+        XCTAssertTrue(error(#"{"boot": {"kernel": "k"}, "disks": [\#(many)]}"#).contains("at most 8"))
+    }
+
+    func testTheDiskFlag() {
+        XCTAssertEqual(DiskValue.parse("/images/root.img"), DiskConfig(path: "/images/root.img"))
+        XCTAssertEqual(DiskValue.parse("a.img,readonly,id=root,serial=SN1"), DiskConfig(path: "a.img", readOnly: true, id: "root", serial: "SN1"))
+        XCTAssertNil(DiskValue.parse(",readonly"))
+        XCTAssertNil(DiskValue.parse("a.img,bogus"))
     }
 }

@@ -9,6 +9,8 @@ import Synchronization
 /// specification says; the VMM goes on.
 public final class VirtioMMIO: BusDevice {
     public static let windowSize: UInt64 = 0x1000
+    /// Where the driver writes a queue's index to notify it (what an ioeventfd watches).
+    public static let queueNotifyOffset: UInt64 = 0x050
     public static let magic: UInt32 = 0x7472_6976 // "virt"
     public static let vendor: UInt32 = 0x5446_5753 // "SWFT"
 
