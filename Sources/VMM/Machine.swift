@@ -139,10 +139,9 @@ public final class Machine: Sendable {
         }
         loopTimers.withLock { $0 = ids }
         for endpoint in virtio { loop.add(endpoint.notifyFD) { _ in endpoint.serviceNotification() } }
-        let wakeLoop = { [stopSwitch] in
-            loop.add(stopSwitch.stopEvent) { _ in loop.wake() }
-        }
-        wakeLoop()
+        // The stop request ends the loop's wait (a VMM process replaces this handler
+        // with its own, which also collects the machine).
+        loop.add(stopSwitch.stopEvent) { _ in loop.wake() }
     }
 
     /// Once stopping: waits for the vCPU threads, stops watching, and reports.

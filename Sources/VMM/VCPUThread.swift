@@ -90,6 +90,8 @@ final class VCPUThread: Sendable {
         kick()
     }
 
+    /// Out of `KVM_RUN` without a command (the hypercall watchdog). The wakeup eventfd
+    /// is left alone: only commands and stops wake a parked thread.
     func kick() {
         vcpu.requestImmediateExit()
         if let t = thread.withLock({ $0 }) { pthread_kill(t, VCPUKicker.signal) }
@@ -215,7 +217,10 @@ final class VCPUThread: Sendable {
             // Parked: sleep until the next command (or a stop, noticed within 100 ms).
             var p = pollfd(fd: wakeup, events: Int16(POLLIN), revents: 0)
             while !hasCommands.load(ordering: .acquiring) && !stopSwitch.isStopping {
-                _ = poll(&p, 1, 100)
+                if poll(&p, 1, 100) > 0 {
+                    var drain: UInt64 = 0
+                    _ = read(wakeup, &drain, 8) // a stray wake must not make this spin
+                }
             }
         }
     }

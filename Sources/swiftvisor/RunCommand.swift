@@ -82,13 +82,17 @@ struct RunCommand: ParsableCommand {
             do { base = try VMDescription.parse(String(decoding: bytes, as: UTF8.self)) }
             catch { throw RunFlags.Failure("\(file): \(error.description)") }
         }
-        let d = try s.description(base: base, prepareKernel: { k throws(RunFlags.Failure) in try bootable(k, verbose: s.verbose) }, quirksHere: {
+        // Whether the kernel is Linux is learnt while preparing it (for the quirks line).
+        var linux = false
+        let d = try s.description(base: base, prepareKernel: { k throws(RunFlags.Failure) in
+            let prepared = try bootable(k, verbose: s.verbose)
+            linux = prepared.linux
+            return prepared
+        }, quirksHere: {
             HostProbe.cachedClass(devicePath: s.kvmDevice ?? "/dev/kvm", cacheDirectory: KernelCache.standard().directory + "/..") == .emulatedKernelMode
         })
         if s.verbose {
             let q = HostQuirks.emulatedKernelMode
-            var linux = false
-            if case let .kernel(path, _, _) = d.config.boot { linux = (try? KernelCache.standard().prepare(path)).map { if case let .unchanged(l) = $0 { l } else { true } } ?? false }
             let commandLine = linux ? "kernel command line += \(q.kernelCommandLine.joined(separator: " ")); " : ""
             StandardStream.error(d.config.hostQuirks
                 ? "swiftvisor: host quirks on: \(commandLine)completed by the VMM: \(q.emulatedInstructions.joined(separator: ", "))\n"
