@@ -83,12 +83,9 @@ public struct VMDescription: Equatable, Sendable, Decodable {
 
     /// Parses, decodes and validates a description from JSON text.
     public static func parse(_ text: String) throws(Invalid) -> VMDescription {
-        let d: VMDescription
-        do { d = try JSONValueDecoder().decode(VMDescription.self, from: try JSONValue.parse(text)) }
-        catch let e as JSONValue.ParseError { throw Invalid(description: e.description) }
-        catch { throw Invalid(description: "\(error)") }
-        do { try d.validate() } catch { throw Invalid(description: error.description) }
-        return d
+        let json: JSONValue
+        do { json = try JSONValue.parse(text) } catch { throw Invalid(description: error.description) }
+        return try from(json)
     }
 
     /// The same from a parsed value.

@@ -55,6 +55,29 @@ public final class EventLoop: @unchecked Sendable {
         return true
     }
 
+    /// The signals that stop a VM cleanly: SIGINT (Ctrl-C), SIGTERM, SIGHUP.
+    public static var stopSignals: sigset_t {
+        var set = sigset_t()
+        sigemptyset(&set)
+        for s in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&set, s) }
+        return set
+    }
+
+    /// Hands each of `signals` (which the caller has blocked) to `handler` on this loop,
+    /// through a signalfd. Returns the fd for the caller to close, or nil if there is none.
+    public func watch(signals: sigset_t, handler: @escaping (Int32) -> Void) -> Int32? {
+        var set = signals
+        let fd = signalfd(-1, &set, Int32(SFD_CLOEXEC | SFD_NONBLOCK))
+        guard fd >= 0 else { return nil }
+        add(fd) { _ in
+            var info = signalfd_siginfo()
+            if read(fd, &info, MemoryLayout<signalfd_siginfo>.size) == MemoryLayout<signalfd_siginfo>.size {
+                handler(Int32(info.ssi_signo))
+            }
+        }
+        return fd
+    }
+
     /// Changes what `fd` is watched for.
     public func modify(_ fd: Int32, events: UInt32) {
         var e = epoll_event(events: events, data: epoll_data_t(fd: fd))

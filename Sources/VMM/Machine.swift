@@ -60,28 +60,16 @@ public final class Machine: Sendable {
     /// and turned into a clean stop, so Ctrl-C tears the machine down properly. With a
     /// `timeLimit` (nanoseconds) a guest still running then is stopped with `.timeLimit`.
     public func run(timeLimit: UInt64? = nil) -> MachineResult {
-        var stopSignals = sigset_t()
-        sigemptyset(&stopSignals)
-        for s in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&stopSignals, s) }
+        var stopSignals = EventLoop.stopSignals
         var previousMask = sigset_t()
         pthread_sigmask(SIG_BLOCK, &stopSignals, &previousMask)
-        let signalFD = signalfd(-1, &stopSignals, Int32(SFD_CLOEXEC | SFD_NONBLOCK))
-        defer {
-            if signalFD >= 0 { close(signalFD) }
-            pthread_sigmask(SIG_SETMASK, &previousMask, nil)
-        }
+        defer { pthread_sigmask(SIG_SETMASK, &previousMask, nil) }
         guard let loop = try? EventLoop() else {
             stopSwitch.stop(.vmmFailure("cannot create an event loop"))
             return finish()
         }
-        if signalFD >= 0 {
-            loop.add(signalFD) { [self] _ in
-                var info = signalfd_siginfo()
-                if read(signalFD, &info, MemoryLayout<signalfd_siginfo>.size) == MemoryLayout<signalfd_siginfo>.size {
-                    requestStop(.signal(Int32(info.ssi_signo)))
-                }
-            }
-        }
+        let signalFD = loop.watch(signals: stopSignals) { [self] signal in requestStop(.signal(signal)) }
+        defer { if let signalFD { close(signalFD) } }
         start(on: loop, timeLimit: timeLimit)
         loop.run(until: { stopSwitch.isStopping })
         return finish()
@@ -188,12 +176,18 @@ public final class Machine: Sendable {
     public func pause(timeoutNanoseconds: UInt64 = 5_000_000_000) -> Bool {
         guard !stopSwitch.isStopping, startedAt.load(ordering: .acquiring) != 0, !suspended.load(ordering: .acquiring) else { return false }
         for t in threads where t.phase != .finished { t.send(.pause) }
+        return waitUntilParked(timeoutNanoseconds: timeoutNanoseconds) && !stopSwitch.isStopping
+    }
+
+    /// Waits until no vCPU thread is running (each parked or finished); false on time-out
+    /// or when the machine stops meanwhile.
+    private func waitUntilParked(timeoutNanoseconds: UInt64) -> Bool {
         let deadline = monotonicNanoseconds() + timeoutNanoseconds
-        while threads.contains(where: { $0.phase == .running }) && !stopSwitch.isStopping {
-            if monotonicNanoseconds() > deadline { return false }
+        while threads.contains(where: { $0.phase == .running }) {
+            if stopSwitch.isStopping || monotonicNanoseconds() > deadline { return false }
             usleep(200)
         }
-        return !stopSwitch.isStopping
+        return true
     }
 
     /// Lets paused vCPUs run again; a machine in S3 is woken instead (as firmware
@@ -216,10 +210,9 @@ public final class Machine: Sendable {
     @discardableResult
     public func wake() -> Bool {
         guard suspended.load(ordering: .acquiring), !stopSwitch.isStopping else { return false }
-        let deadline = monotonicNanoseconds() + 2_000_000_000
-        while threads.contains(where: { $0.phase == .running }) {
-            if monotonicNanoseconds() > deadline { stopSwitch.stop(.vmmFailure("S3: a vCPU did not stop")); return false }
-            usleep(200)
+        guard waitUntilParked(timeoutNanoseconds: 2_000_000_000) else {
+            stopSwitch.stop(.vmmFailure("S3: a vCPU did not stop"))
+            return false
         }
         let x = (try? memory.read(UInt64.self, at: GuestAddress(ACPITables.facsXWakingVector))) ?? 0
         let v = UInt64((try? memory.read(UInt32.self, at: GuestAddress(ACPITables.facsWakingVector))) ?? 0)

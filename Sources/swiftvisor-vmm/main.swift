@@ -62,7 +62,6 @@ final class Session: @unchecked Sendable {
     var instance: VMInstance!
     var result: MachineResult?
     var lastMachine: Machine?
-    var endedBeforeBoot = false
     var done = false
     /// A stop signal, remembered: one that arrives while the guest reboots must end the
     /// VM rather than be lost between two machines.
@@ -111,9 +110,7 @@ func main() -> Never {
     // SIGINT, SIGTERM and SIGHUP stop the VM cleanly through a signalfd on the loop;
     // they are held for the whole process, so one that arrives between two machines (a
     // reboot) is not fatal but stops the next.
-    var stopSignals = sigset_t()
-    sigemptyset(&stopSignals)
-    for s in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&stopSignals, s) }
+    var stopSignals = EventLoop.stopSignals
     pthread_sigmask(SIG_BLOCK, &stopSignals, nil)
 
     let launch = readLaunch(Array(CommandLine.arguments.dropFirst()))
@@ -145,15 +142,9 @@ func main() -> Never {
                               boot: { d in session.boot(d) })
     session.instance = instance
 
-    let signalFD = signalfd(-1, &stopSignals, Int32(SFD_CLOEXEC | SFD_NONBLOCK))
-    if signalFD >= 0 {
-        loop.add(signalFD) { _ in
-            var info = signalfd_siginfo()
-            guard read(signalFD, &info, MemoryLayout<signalfd_siginfo>.size) == MemoryLayout<signalfd_siginfo>.size else { return }
-            session.stopSignal = Int32(info.ssi_signo)
-            if let m = instance.machine, instance.phase == .booted { m.requestStop(.signal(Int32(info.ssi_signo))) }
-            else { session.endedBeforeBoot = true; session.done = true }
-        }
+    _ = loop.watch(signals: stopSignals) { signal in
+        session.stopSignal = signal
+        if let m = instance.machine, instance.phase == .booted { m.requestStop(.signal(signal)) } else { session.done = true }
     }
 
     // Console input goes to whichever machine is current (a reboot makes a new one).
@@ -164,7 +155,7 @@ func main() -> Never {
 
     var server: APIServer? = nil
     if let registration {
-        let api = VMAPI(vm: instance, endProcess: { loop.post { session.endedBeforeBoot = true; session.done = true } })
+        let api = VMAPI(vm: instance, endProcess: { loop.post { session.done = true } })
         do {
             server = try APIServer(path: registration.state.path(registration.name, "api.sock"), handler: { api.handle($0) })
         } catch {

@@ -26,19 +26,16 @@ struct CreateCommand: ParsableCommand {
     @OptionGroup var flags: VMFlags
 
     func run() throws {
-        var settings: RunSettings
-        do { settings = try RunFlags.parse(RunCommand.words(after: "create")) } catch {
-            StandardStream.failure(error.description, code: error.code, json: flags.json)
-            throw ExitCode(error.code)
+        try verb(flags.json) {
+            var settings = try RunFlags.parse(RunCommand.words(after: "create"))
+            settings.positionals.removeAll { $0 == name }
+            if let extra = settings.positionals.first { throw RunFlags.Failure("unexpected argument '\(extra)'") }
+            guard settings.name == nil || settings.name == name, !settings.detach else {
+                throw RunFlags.Failure("create names the VM itself and always detaches: drop --name and --detach")
+            }
+            settings.name = name
+            try RunCommand.launch(settings, create: true)
         }
-        settings.positionals.removeAll { $0 == name }
-        guard settings.positionals.isEmpty, settings.name == nil || settings.name == name, !settings.detach else {
-            let message = settings.positionals.first.map { "unexpected argument '\($0)'" } ?? "create names the VM itself and always detaches: drop --name and --detach"
-            StandardStream.failure(message, code: ProcessExitCode.usage, json: flags.json)
-            throw ExitCode(ProcessExitCode.usage)
-        }
-        settings.name = name
-        try RunCommand.launch(settings, create: true)
     }
 }
 

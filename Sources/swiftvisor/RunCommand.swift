@@ -53,10 +53,11 @@ struct RunCommand: ParsableCommand {
     /// ArgumentParser has checked the command line (and answered --help); what the
     /// flags mean is `RunFlags`, for this path and the fast path alike.
     func run() throws {
-        let settings: RunSettings
-        do { settings = try RunFlags.parse(RunCommand.words(after: "run")) } catch { throw fail(error, json: flags.json) }
-        guard settings.positionals.isEmpty else { throw fail(RunFlags.Failure("unexpected argument '\(settings.positionals[0])'"), json: flags.json) }
-        try RunCommand.launch(settings, create: false)
+        try verb(flags.json) {
+            let settings = try RunFlags.parse(RunCommand.words(after: "run"))
+            if let extra = settings.positionals.first { throw RunFlags.Failure("unexpected argument '\(extra)'") }
+            try RunCommand.launch(settings, create: false)
+        }
     }
 
     /// The words of this process's command line after the subcommand `name`.
@@ -64,12 +65,6 @@ struct RunCommand: ParsableCommand {
         let all = Array(CommandLine.arguments.dropFirst())
         guard let i = all.firstIndex(of: name) else { return [] }
         return Array(all[(i + 1)...])
-    }
-
-    /// Prints a flag failure as one line and becomes its exit code.
-    func fail(_ f: RunFlags.Failure, json: Bool) -> ExitCode {
-        StandardStream.failure(f.description, code: f.code, json: json)
-        return ExitCode(f.code)
     }
 
     /// The description a command line gives: its config file, then its flags.
@@ -101,15 +96,11 @@ struct RunCommand: ParsableCommand {
         return d
     }
 
-    /// Runs (or, for `create`, only creates) the VM the settings describe.
+    /// Runs (or, for `create`, only creates) the VM the settings describe. Called inside
+    /// `verb`, which reports a `RunFlags.Failure` as one line with its exit code.
     static func launch(_ s: RunSettings, create: Bool) throws {
         let json = s.json
-        func fail(_ f: RunFlags.Failure) -> ExitCode {
-            StandardStream.failure(f.description, code: f.code, json: json)
-            return ExitCode(f.code)
-        }
-        var d: VMDescription
-        do { d = try describe(s) } catch { throw fail(error) }
+        var d = try describe(s)
         guard create || s.detach || d.name != nil else {
             // The VM itself runs in swiftvisor-vmm, which replaces this process: it keeps
             // our pid, terminal and signals, and its exit status is ours.

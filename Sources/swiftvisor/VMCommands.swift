@@ -40,6 +40,9 @@ func verb(_ json: Bool, _ body: () throws -> Void) throws {
         let c = CLIFailure.from(f)
         StandardStream.failure(c.message, code: c.code, json: json)
         throw ExitCode(c.code)
+    } catch let f as RunFlags.Failure {
+        StandardStream.failure(f.description, code: f.code, json: json)
+        throw ExitCode(f.code)
     }
 }
 

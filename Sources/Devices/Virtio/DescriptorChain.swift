@@ -29,13 +29,19 @@ public struct DescriptorChain: Sendable, Equatable {
     public var readableLength: UInt64 { readable.reduce(0) { $0 + UInt64($1.length) } }
     public var writableLength: UInt64 { writable.reduce(0) { $0 + UInt64($1.length) } }
 
-    /// Everything the driver gave the device to read, in order.
-    public func readAll(from memory: GuestMemory) throws(VirtQueueError) -> [UInt8] {
+    /// Up to `count` of the bytes the driver gave the device to read, starting `offset`
+    /// bytes into them (a request's header, then its payload), across buffers.
+    public func readBytes(from offset: UInt64 = 0, count: UInt64, memory: GuestMemory) throws(VirtQueueError) -> [UInt8] {
+        var skip = offset
         var out: [UInt8] = []
-        out.reserveCapacity(Int(readableLength))
-        for b in readable {
-            do { out += try memory.read(bytes: Int(b.length), at: b.address) }
-            catch { throw .bufferOutsideMemory(b.address.value, UInt64(b.length)) }
+        for b in readable where UInt64(out.count) < count {
+            var address = b.address.value, length = UInt64(b.length)
+            let skipped = min(skip, length)
+            skip -= skipped; address += skipped; length -= skipped
+            let n = min(length, count - UInt64(out.count))
+            guard n > 0 else { continue }
+            do { out += try memory.read(bytes: Int(n), at: GuestAddress(address)) }
+            catch { throw .bufferOutsideMemory(address, n) }
         }
         return out
     }
@@ -43,9 +49,16 @@ public struct DescriptorChain: Sendable, Equatable {
     /// Writes `bytes` into the device-writable buffers in order; returns how many fit.
     @discardableResult
     public func write<C: Collection>(_ bytes: C, to memory: GuestMemory) throws(VirtQueueError) -> Int where C.Element == UInt8 {
+        try DescriptorChain.write(bytes, into: writable, memory: memory)
+    }
+
+    /// Writes `bytes` into `buffers` in order (a device that keeps the last byte for its
+    /// status passes the others); returns how many fit.
+    @discardableResult
+    public static func write<C: Collection>(_ bytes: C, into buffers: [Buffer], memory: GuestMemory) throws(VirtQueueError) -> Int where C.Element == UInt8 {
         var rest = bytes[...]
         var written = 0
-        for b in writable where !rest.isEmpty {
+        for b in buffers where !rest.isEmpty && b.length > 0 {
             let n = min(Int(b.length), rest.count)
             do { try memory.write(bytes: rest.prefix(n), at: b.address) }
             catch { throw .bufferOutsideMemory(b.address.value, UInt64(b.length)) }

@@ -81,7 +81,7 @@ public final class VirtioBlock: VirtioDevice {
         // The status byte is the last byte of the last writable buffer.
         guard let last = chain.writable.last else { throw .emptyChain }
         let statusAddress = GuestAddress(last.address.value + UInt64(last.length) - 1)
-        let header = try Self.gather(chain.readable, count: 16, memory: memory)
+        let header = try chain.readBytes(count: 16, memory: memory)
         guard header.count == 16 else {
             try? memory.write(VirtioBlock.statusIOError, at: statusAddress)
             return 1
@@ -111,7 +111,10 @@ public final class VirtioBlock: VirtioDevice {
                 status = VirtioBlock.statusIOError
             }
         case VirtioBlock.typeOut:
-            let payload = try Self.dataAfterHeader(chain.readable, memory: memory)
+            // At most 16 MiB a request: more is a malformed chain, not something to hold.
+            let length = chain.readableLength &- min(chain.readableLength, 16)
+            guard length <= VirtioBlock.maximumWrite else { throw .bufferOutsideMemory(chain.readable[0].address.value, length) }
+            let payload = try chain.readBytes(from: 16, count: length, memory: memory)
             if readOnly {
                 status = VirtioBlock.statusIOError
             } else if let offset = span(sector: sector, length: UInt64(payload.count)) {
@@ -125,13 +128,7 @@ public final class VirtioBlock: VirtioDevice {
         case VirtioBlock.typeGetID:
             var id = Array(serial.utf8.prefix(20))
             id += [UInt8](repeating: 0, count: 20 - id.count)
-            var rest = id[...]
-            for b in dataIn where !rest.isEmpty && b.length > 0 {
-                let n = min(Int(b.length), rest.count)
-                do { try memory.write(bytes: rest.prefix(n), at: b.address) } catch { throw .bufferOutsideMemory(b.address.value, UInt64(b.length)) }
-                rest = rest.dropFirst(n)
-                written += UInt32(n)
-            }
+            written += UInt32(try DescriptorChain.write(id, into: dataIn, memory: memory))
         default:
             status = VirtioBlock.statusUnsupported
         }
@@ -148,33 +145,6 @@ public final class VirtioBlock: VirtioDevice {
         return offset
     }
 
-    /// The first `count` readable bytes (the header), across buffers.
-    static func gather(_ buffers: [DescriptorChain.Buffer], count: Int, memory: GuestMemory) throws(VirtQueueError) -> [UInt8] {
-        var out: [UInt8] = []
-        for b in buffers where out.count < count {
-            let n = min(Int(b.length), count - out.count)
-            do { out += try memory.read(bytes: n, at: b.address) } catch { throw .bufferOutsideMemory(b.address.value, UInt64(b.length)) }
-        }
-        return out
-    }
-
-    /// Readable bytes after the 16-byte header: what a write request stores. Bounded by
-    /// the queue's chain limits (at most 256 buffers of at most 4 GiB each is too much to
-    /// hold, so a single request is capped at 16 MiB).
+    /// The largest write request served (a larger one is refused as malformed).
     static let maximumWrite: UInt64 = 16 << 20
-    static func dataAfterHeader(_ buffers: [DescriptorChain.Buffer], memory: GuestMemory) throws(VirtQueueError) -> [UInt8] {
-        var skip: UInt64 = 16
-        var out: [UInt8] = []
-        for b in buffers {
-            var address = b.address.value, length = UInt64(b.length)
-            if skip > 0 {
-                let s = min(skip, length)
-                skip -= s; address += s; length -= s
-            }
-            guard length > 0 else { continue }
-            guard UInt64(out.count) + length <= maximumWrite else { throw .bufferOutsideMemory(address, length) }
-            do { out += try memory.read(bytes: Int(length), at: GuestAddress(address)) } catch { throw .bufferOutsideMemory(address, length) }
-        }
-        return out
-    }
 }
