@@ -20,9 +20,10 @@ let package = Package(
         .systemLibrary(name: "CZlib", path: "Modulemaps/CZlib"),
         .systemLibrary(name: "CZstd", path: "Modulemaps/CZstd"),
         .systemLibrary(name: "CLZ4", path: "Modulemaps/CLZ4"),
+        .systemLibrary(name: "CURing", path: "Modulemaps/CURing"),
         .target(name: "KVM", dependencies: ["CKVM", .product(name: "SystemPackage", package: "swift-system")]),
         .target(name: "GuestMemory", dependencies: [.product(name: "SystemPackage", package: "swift-system")]),
-        .target(name: "Devices", dependencies: ["GuestMemory"]),
+        .target(name: "Devices", dependencies: ["GuestMemory", "CLinux", "CURing"]),
         .target(name: "Boot", dependencies: ["GuestMemory"], exclude: ["Guests"]),
         .target(name: "VMM", dependencies: ["KVM", "GuestMemory", "Devices", "Boot", "CLinux",
                                             .product(name: "SystemPackage", package: "swift-system")]),
@@ -37,6 +38,9 @@ let package = Package(
         // The VMM process: what runs a machine for its whole life. It links no
         // ArgumentParser and no Foundation, to stay small (see README "Two executables").
         .executableTarget(name: "swiftvisor-vmm", dependencies: ["VMM", "Control", "Devices", "CLinux"]),
+        // scripts/bench --virtio-blk: the block device model driven as a guest driver would,
+        // beside its I/O engine alone.
+        .executableTarget(name: "swiftvisor-blk-bench", dependencies: ["Devices", "GuestMemory", "VMM", "Control", "CLinux"]),
         // The user-facing command; it validates, then execs swiftvisor-vmm to run a VM.
         .executableTarget(name: "swiftvisor", dependencies: [
             "VMM", "KVM", "Control", "KernelImage", "HostCheck",

@@ -1,11 +1,14 @@
 // CLinux: Linux-only libc headers that Swift's Glibc module does not include
-// (eventfd, signalfd, epoll), needed to wait for vCPU, signal and device events, and
-// the CPUID instruction, which Swift cannot emit. No logic lives here.
+// (eventfd, signalfd, epoll), needed to wait for vCPU, signal and device events,
+// getrandom (virtio-rng's source), and the CPUID instruction, which Swift cannot emit.
+// No logic lives here.
 #ifndef CLINUX_H
 #define CLINUX_H
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
+#include <sys/random.h>
+#include <errno.h>
 #include <cpuid.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -26,6 +29,19 @@ struct sockaddr;
 extern int accept4(int fd, struct sockaddr *address, unsigned int *length, int flags);
 static inline int clinux_accept_nonblocking(int fd) {
     return accept4(fd, 0, 0, 02000000 /* SOCK_CLOEXEC */ | 04000 /* SOCK_NONBLOCK */);
+}
+
+/// O_DIRECT (glibc declares it only under _GNU_SOURCE): a disk opened with `direct` or
+/// `cache=none` bypasses the host page cache. The x86-64 value.
+static const int CLINUX_O_DIRECT = 040000;
+
+/// fallocate(2) (declared by glibc only under _GNU_SOURCE): virtio-blk's discard and
+/// write-zeroes punch holes in, or zero, ranges of a disk image without changing its
+/// size. Returns 0 or -errno.
+#include <linux/falloc.h>
+static inline int clinux_fallocate(int fd, int mode, long long offset, long long length) {
+    long r = syscall(SYS_fallocate, fd, mode, offset, length);
+    return r == 0 ? 0 : -errno;
 }
 
 /// memfd_create(2), which Swift's Glibc module does not declare: an anonymous file the

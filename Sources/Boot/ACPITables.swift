@@ -1,9 +1,36 @@
 import GuestMemory
 
+/// What the DSDT describes beyond sleep states: virtio-mmio windows (so kernels find
+/// them without a command-line announcement) and the PCI host bridge (its bus, ports,
+/// memory window and each slot's INTx line), with the MCFG table for its ECAM.
+public struct ACPIDevices: Sendable, Equatable {
+    public struct MMIODevice: Sendable, Equatable {
+        public var base: UInt64, size: UInt64, irq: UInt32
+        public init(base: UInt64, size: UInt64, irq: UInt32) { self.base = base; self.size = size; self.irq = irq }
+    }
+    public struct PCIRoot: Sendable, Equatable {
+        public var ecam: UInt64, ecamSize: UInt64
+        public var memoryWindow: ClosedRange<UInt64>
+        /// Each occupied slot's INTA# line (a GSI; level-triggered, active-low, as PCI).
+        public var interrupts: [(slot: Int, gsi: UInt32)]
+        public init(ecam: UInt64, ecamSize: UInt64, memoryWindow: ClosedRange<UInt64>, interrupts: [(slot: Int, gsi: UInt32)]) {
+            self.ecam = ecam; self.ecamSize = ecamSize; self.memoryWindow = memoryWindow; self.interrupts = interrupts
+        }
+        public static func == (a: PCIRoot, b: PCIRoot) -> Bool {
+            a.ecam == b.ecam && a.ecamSize == b.ecamSize && a.memoryWindow == b.memoryWindow
+                && a.interrupts.map(\.slot) == b.interrupts.map(\.slot) && a.interrupts.map(\.gsi) == b.interrupts.map(\.gsi)
+        }
+    }
+    public var virtioMMIO: [MMIODevice]
+    public var pci: PCIRoot?
+    public init(virtioMMIO: [MMIODevice] = [], pci: PCIRoot? = nil) { self.virtioMMIO = virtioMMIO; self.pci = pci }
+}
+
 /// The ACPI tables a PC guest looks for: RSDP in the BIOS area, RSDT and XSDT, FADT
 /// (with the PM timer and PM1 control ports, so a guest can read time and power off
-/// through S5), FACS, a DSDT holding `\_S5`, and a MADT listing one local APIC per
-/// vCPU, the IOAPIC and the usual ISA overrides. ACPI 6.x, section 5.2.
+/// through S5), FACS, a DSDT holding `\_S3`, `\_S5` and the devices of `ACPIDevices`,
+/// a MADT listing one local APIC per vCPU, the IOAPIC and the usual ISA overrides, and
+/// with a PCI host bridge the MCFG. ACPI 6.x, section 5.2.
 public enum ACPITables {
     /// Where the tables go (`AddressMap`).
     public static let base: UInt64 = AddressMap.acpiTables
@@ -33,20 +60,27 @@ public enum ACPITables {
 
     /// Writes the tables for `cpus` vCPUs and returns the RSDP's address.
     @discardableResult
-    public static func write(into memory: GuestMemory, cpus: Int) throws(BootError) -> UInt64 {
+    public static func write(into memory: GuestMemory, cpus: Int, devices: ACPIDevices = ACPIDevices()) throws(BootError) -> UInt64 {
         guard memory.isValid(GuestAddress(base), length: areaSize) else {
             throw .doesNotFit(what: "ACPI tables", address: base, size: areaSize, memorySize: memory.size)
         }
         let rsdp = base, rsdt = base + 0x40, xsdt = base + 0x80, facs = facsAddress, fadt = base + 0x100,
-            dsdt = base + 0x280, madt = base + 0x300 // FADT: 268 bytes from +0x100
+            mcfg = base + 0x240, madt = base + 0x300, dsdt = base + 0x1000 // FADT: 268 bytes from +0x100
 
         var w = ByteWriter()
         // DSDT: Name (_S3, Package (4) { 1, 1, 0, 0 }), Name (_S5, Package (4) { 5, 5, 0, 0 })
         func sleepState(_ n: UInt8, _ type: UInt16) -> [UInt8] {
             [0x08, 0x5F, 0x53, 0x30 + n, 0x5F, 0x12, 0x08, 0x04, 0x0A, UInt8(type), 0x0A, UInt8(type), 0x00, 0x00]
         }
-        let aml = sleepState(3, s3SleepType) + sleepState(5, s5SleepType)
+        let aml = sleepState(3, s3SleepType) + sleepState(5, s5SleepType) + deviceAML(devices)
         let dsdtBytes = table("DSDT", revision: 2, body: aml)
+        // MCFG (PCI Firmware 3.0, 4.1.2): one ECAM allocation, segment 0, bus 0.
+        var mcfgBytes: [UInt8] = []
+        if let pci = devices.pci {
+            var c = ByteWriter()
+            c.u64(0); c.u64(pci.ecam); c.u16(0); c.u8(0); c.u8(UInt8(truncatingIfNeeded: pci.ecamSize >> 20 &- 1)); c.u32(0)
+            mcfgBytes = table("MCFG", revision: 1, body: c.bytes)
+        }
 
         // FACS: 64 bytes, no checksum.
         w = ByteWriter()
@@ -108,9 +142,11 @@ public enum ACPITables {
 
         var r = ByteWriter()
         r.u32(UInt32(fadt)); r.u32(UInt32(madt))
+        if !mcfgBytes.isEmpty { r.u32(UInt32(mcfg)) }
         let rsdtBytes = table("RSDT", revision: 1, body: r.bytes)
         var x = ByteWriter()
         x.u64(fadt); x.u64(madt)
+        if !mcfgBytes.isEmpty { x.u64(mcfg) }
         let xsdtBytes = table("XSDT", revision: 1, body: x.bytes)
 
         var p = ByteWriter()
@@ -121,18 +157,48 @@ public enum ACPITables {
 
         // Each table must end before the next begins.
         let layout: [(UInt64, Int)] = [(rsdp, p.bytes.count), (rsdt, rsdtBytes.count), (xsdt, xsdtBytes.count), (facs, facsBytes.count),
-                                       (fadt, fadtBytes.count), (dsdt, dsdtBytes.count), (madt, madtBytes.count), (base + areaSize, 0)]
+                                       (fadt, fadtBytes.count), (mcfg, mcfgBytes.count), (madt, madtBytes.count),
+                                       (dsdt, dsdtBytes.count), (base + areaSize, 0)]
         for (a, b) in zip(layout, layout.dropFirst()) where a.0 + UInt64(a.1) > b.0 {
-            throw .malformed("ACPI table at 0x\(String(a.0, radix: 16)) (\(a.1) bytes) runs into the next one (too many vCPUs?)")
+            throw .malformed("ACPI table at 0x\(String(a.0, radix: 16)) (\(a.1) bytes) runs into the next one (too many vCPUs or devices?)")
         }
         try ModeSetup.wrap { () throws(GuestMemoryError) in
-            try memory.fill(0, count: 0x1000 + UInt64(madtBytes.count), at: GuestAddress(base))
+            try memory.fill(0, count: dsdt - base + UInt64(dsdtBytes.count), at: GuestAddress(base))
             for (address, bytes) in [(rsdp, p.bytes), (rsdt, rsdtBytes), (xsdt, xsdtBytes), (facs, facsBytes),
-                                     (fadt, fadtBytes), (dsdt, dsdtBytes), (madt, madtBytes)] {
+                                     (fadt, fadtBytes), (mcfg, mcfgBytes), (dsdt, dsdtBytes), (madt, madtBytes)] {
                 try memory.write(bytes: bytes, at: GuestAddress(address))
             }
         }
         return rsdp
+    }
+
+    /// `Scope (\_SB) { ... }` with a `LNRO0005` device per virtio-mmio window (the id
+    /// Linux's virtio_mmio driver matches) and the PCI host bridge `PCI0`: its bus
+    /// number, the configuration ports, all other I/O ports and the BAR memory window in
+    /// `_CRS`, and a `_PRT` routing each slot's INTA# to its GSI.
+    static func deviceAML(_ devices: ACPIDevices) -> [UInt8] {
+        var body: [UInt8] = []
+        for (i, d) in devices.virtioMMIO.enumerated() {
+            let crs = AML.memory32Fixed(base: UInt32(truncatingIfNeeded: d.base), length: UInt32(truncatingIfNeeded: d.size))
+                + AML.interrupt(d.irq, edge: true) + AML.endTag
+            body += AML.device("VR" + (i < 10 ? "0" : "") + String(i, radix: 16).uppercased(),
+                               AML.named("_HID", AML.string("LNRO0005")) + AML.named("_UID", AML.integer(UInt64(i)))
+                                   + AML.named("_CRS", AML.buffer(crs)))
+        }
+        if let pci = devices.pci {
+            let crs = AML.wordRange(kind: 2, min: 0, max: 0) + AML.io(0xCF8, length: 8)
+                + AML.wordRange(kind: 1, min: 0x0000, max: 0x0CF7) + AML.wordRange(kind: 1, min: 0x0D00, max: 0xFFFF)
+                + AML.dwordMemory(min: UInt32(truncatingIfNeeded: pci.memoryWindow.lowerBound),
+                                  max: UInt32(truncatingIfNeeded: pci.memoryWindow.upperBound))
+                + AML.endTag
+            let prt = AML.package(pci.interrupts.map { r in
+                AML.package([AML.integer(UInt64(r.slot) << 16 | 0xFFFF), AML.integer(0), AML.integer(0), AML.integer(UInt64(r.gsi))])
+            })
+            body += AML.device("PCI0", AML.named("_HID", AML.eisaID("PNP0A03")) + AML.named("_UID", AML.integer(0))
+                                   + AML.named("_SEG", AML.integer(0)) + AML.named("_BBN", AML.integer(0))
+                                   + AML.named("_CRS", AML.buffer(crs)) + AML.named("_PRT", prt))
+        }
+        return body.isEmpty ? [] : AML.scope("_SB_", body)
     }
 
     /// A table: the 36-byte header, then `body`, with the checksum making the sum 0.
@@ -164,8 +230,11 @@ public enum PlatformMemoryMap {
     public static let reserved: UInt32 = 2
     public static let acpi: UInt32 = 3
 
-    /// Entries for the RAM `ranges` (as `AddressMap.ramRanges` lays them out).
-    public static func entries(ramRanges: [(start: UInt64, size: UInt64)]) -> [(base: UInt64, length: UInt64, type: UInt32)] {
+    /// Entries for the RAM `ranges` (as `AddressMap.ramRanges` lays them out), and
+    /// `reserved` ranges in the hole (a PCI ECAM window: Linux ignores an MCFG whose
+    /// window is not reserved).
+    public static func entries(ramRanges: [(start: UInt64, size: UInt64)],
+                               reserved extra: [(start: UInt64, size: UInt64)] = []) -> [(base: UInt64, length: UInt64, type: UInt32)] {
         var out: [(UInt64, UInt64, UInt32)] = []
         for r in ramRanges {
             if r.start == 0 {
@@ -177,6 +246,6 @@ public enum PlatformMemoryMap {
                 out.append((r.start, r.size, ram))
             }
         }
-        return out
+        return out + extra.map { ($0.start, $0.size, reserved) }
     }
 }

@@ -9,7 +9,8 @@
 ///     0x000E_0000  ACPI tables (RSDP...; 128 KiB, in the BIOS area guests scan)
 ///     0x0010_0000  RAM, where kernels load
 ///     0xC000_0000  the 32-bit hole: no RAM up to 4 GiB
-///       0xD000_0000  virtio-mmio windows and other allocated MMIO (256 MiB)
+///       0xD000_0000  virtio-mmio windows, PCI BARs, other allocated MMIO (256 MiB)
+///       0xE000_0000  PCI ECAM for bus 0 (1 MiB; reserved in the e820 map, in MCFG)
 ///       0xFEC0_0000  IOAPIC (in-kernel)
 ///       0xFEE0_0000  local APICs (in-kernel)
 ///       0xFF00_0000  pc-testdev memory (test devices only; 64 KiB)
@@ -17,8 +18,8 @@
 ///     0x1_0000_0000 RAM above 3 GiB continues here
 ///
 /// I/O ports: 0x60/0x64 i8042, 0x70 CMOS/RTC, 0xE0-0xEB pc-testdev, 0xF4 isa-debug-exit,
-/// 0x3F8 COM1, 0x501 the exit port, 0x510 fw_cfg, 0x2000 pc-testdev IRQ lines,
-/// 0xB000 the ACPI PM block.
+/// 0x3F8 COM1, 0x501 the exit port, 0x510 fw_cfg, 0xCF8/0xCFC PCI configuration,
+/// 0x2000 pc-testdev IRQ lines, 0xB000 the ACPI PM block.
 ///
 /// Interrupt lines (GSIs): 0-15 ISA (4 COM1, 8 RTC, 9 SCI; the free ones handed out to
 /// virtio devices), 16-23 IOAPIC-only, then MSI routes from 24.
@@ -34,6 +35,8 @@ public enum AddressMap {
     /// Where the device manager allocates MMIO windows (virtio devices).
     public static let deviceMMIOStart: UInt64 = 0xD000_0000
     public static let deviceMMIOEnd: UInt64 = 0xE000_0000
+    /// The PCI host bridge's memory-mapped configuration space (bus 0 only).
+    public static let pciECAM: UInt64 = 0xE000_0000
     public static let ioAPIC: UInt64 = 0xFEC0_0000
     public static let localAPIC: UInt64 = 0xFEE0_0000
     /// QEMU's pc-testdev scratch memory (test devices only).
@@ -63,6 +66,9 @@ public enum AddressMap {
     /// Swiftvisor's own: a byte written here ends the VM with that exit code.
     public static let exitPort: UInt16 = 0x501
     public static let firmwareConfig: UInt16 = 0x510
+    /// PCI configuration mechanism #1: the address register and the data window.
+    public static let pciConfigAddress: UInt16 = 0xCF8
+    public static let pciConfigData: UInt16 = 0xCFC
     public static let testDeviceIRQs: UInt16 = 0x2000
     /// The PIIX-style ACPI power-management block (PM1 event, PM1 control, PM timer).
     public static let pmBlock: UInt16 = 0xB000

@@ -78,17 +78,40 @@ public struct VMAPI: Sendable {
             .object([("space", .string(r.space.rawValue)), ("start", hex(r.start)), ("length", .uint(r.length))])
         })))
         o.append(("interrupts", .array(e.interrupts.map { .uint(UInt64($0)) })))
-        if let v = e.device as? VirtioMMIO {
+        if let v = e.device as? any VirtioTransport {
             let c = v.statistics
-            var virtio: [(String, JSONValue)] = [("transport", .string("mmio")), ("deviceType", .uint(UInt64(v.device.deviceType))),
+            var virtio: [(String, JSONValue)] = [("transport", .string(v.transportName)), ("deviceType", .uint(UInt64(v.device.deviceType))),
                                                  ("status", .uint(UInt64(v.status))), ("features", hex(v.negotiatedFeatures)),
                                                  ("queueSizes", .array(v.device.queueSizes.map { .uint(UInt64($0)) })),
                                                  ("completed", .uint(c.completed)), ("notifications", .uint(c.notifications)),
                                                  ("malformed", .uint(c.malformed))]
             if let e = c.lastError { virtio.append(("lastError", .string(e))) }
+            if let b = v.device as? VirtioBlock {
+                virtio.append(("block", .object([("engine", .string(b.engine)), ("direct", .bool(b.direct)),
+                                                 ("capacitySectors", .uint(b.capacity)), ("inFlight", .uint(UInt64(b.inFlight)))])))
+            }
+            if let p = v as? VirtioPCI {
+                virtio.append(("pci", .object([("address", .string(p.pciAddress ?? "")), ("bar0", hex(p.barAddress)),
+                                               ("msix", .bool(p.msixEnabled))])))
+            }
             o.append(("virtio", .object(virtio)))
         }
         return .object(o)
+    }
+
+    /// One device in a line, for `run --verbose`: what `device(_:)` says in JSON.
+    public static func deviceLine(_ e: DeviceManager.Entry) -> String {
+        func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
+        var line = "\(e.id): \(e.name) at " + e.ranges.map { r in
+            "\(r.space == .port ? "ports" : "mmio") \(hex(r.start))-\(hex(r.start + r.length - 1))"
+        }.joined(separator: ", ")
+        if !e.interrupts.isEmpty { line += "; irq " + e.interrupts.map { String($0) }.joined(separator: ", ") }
+        if let v = e.device as? any VirtioTransport {
+            line += "; virtio-\(v.transportName) type \(v.device.deviceType), queues " + v.device.queueSizes.map { String($0) }.joined(separator: ",")
+            if let p = v as? VirtioPCI, let a = p.pciAddress { line += ", PCI \(a), MSI-X vectors \(p.queueCount + 1)" }
+            if let b = v.device as? VirtioBlock { line += ", \(b.engine)" + (b.direct ? ", O_DIRECT" : "") }
+        }
+        return line
     }
 
     public static func statistics(_ s: ExitStatistics) -> JSONValue {

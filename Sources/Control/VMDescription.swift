@@ -7,8 +7,9 @@ import VMM
 ///
 ///     {"name": "web", "memory": "64M", "cpus": 1, "testDevices": false, "pit": true,
 ///      "hostQuirks": false, "pvh": false, "symbols": "System.map", "timeout": 30,
-///      "onReboot": "exit" | "restart", "rng": false,
-///      "disks": [{"path": "disk.img", "readonly": false, "id": "vda", "serial": "..."}],
+///      "onReboot": "exit" | "restart", "rng": false, "virtioConsole": false,
+///      "virtioTransport": "pci" | "mmio",
+///      "disks": [{"path": "disk.img", "readonly": false, "id": "vda", "serial": "...", "direct": false}],
 ///      "boot": {"demo": true}
 ///            | {"image": "guest.bin", "mode": "long", "loadAddress": "0x100000", "entry": "0x100000"}
 ///            | {"kernel": "vmlinux", "cmdline": "console=ttyS0", "initrd": "initrd.cpio"}}
@@ -33,7 +34,7 @@ public struct VMDescription: Equatable, Sendable, Decodable {
     }
 
     enum Keys: String, CodingKey, CaseIterable {
-        case name, memory, cpus, boot, testDevices, pit, hostQuirks, pvh, symbols, timeout, onReboot, kvmDevice, disks, rng
+        case name, memory, cpus, boot, testDevices, pit, hostQuirks, pvh, symbols, timeout, onReboot, kvmDevice, disks, rng, virtioConsole, virtioTransport
     }
 
     public init(from decoder: any Decoder) throws {
@@ -51,6 +52,13 @@ public struct VMDescription: Equatable, Sendable, Decodable {
         if let k = try c.decodeIfPresent(String.self, forKey: .kvmDevice) { config.kvmPath = k }
         config.disks = try c.decodeIfPresent([DiskValue].self, forKey: .disks)?.map(\.disk) ?? []
         config.rng = try c.decodeIfPresent(Bool.self, forKey: .rng) ?? false
+        config.virtioConsole = try c.decodeIfPresent(Bool.self, forKey: .virtioConsole) ?? false
+        if let t = try c.decodeIfPresent(String.self, forKey: .virtioTransport) {
+            guard let kind = VirtioTransportKind(rawValue: t) else {
+                throw JSONValueDecoder.Failure(path: "virtioTransport", message: "must be \"pci\" or \"mmio\"")
+            }
+            config.virtioTransport = kind
+        }
         timeoutSeconds = try c.decodeIfPresent(Double.self, forKey: .timeout)
         switch try c.decodeIfPresent(String.self, forKey: .onReboot) ?? "exit" {
         case "exit": restartOnReboot = false
@@ -130,27 +138,38 @@ public struct VMDescription: Equatable, Sendable, Decodable {
                 var f: [(String, JSONValue)] = [("path", .string(d.path)), ("readonly", .bool(d.readOnly))]
                 if let id = d.id { f.append(("id", .string(id))) }
                 if let s = d.serial { f.append(("serial", .string(s))) }
+                if d.direct { f.append(("direct", .bool(true))) }
                 return .object(f)
             })))
         }
         if c.rng { o.append(("rng", .bool(true))) }
+        if c.virtioConsole { o.append(("virtioConsole", .bool(true))) }
+        if c.virtioTransport != .pci { o.append(("virtioTransport", .string(c.virtioTransport.rawValue))) }
         if let t = timeoutSeconds { o.append(("timeout", .double(t))) }
         if restartOnReboot { o.append(("onReboot", .string("restart"))) }
         return .object(o)
     }
 }
 
-/// One disk: `{"path": "disk.img", "readonly": false, "id": "vda", "serial": "..."}`.
+/// One disk: `{"path": "disk.img", "readonly": false, "id": "vda", "serial": "...",
+/// "direct": false, "cache": "writeback" | "none"}`.
 public struct DiskValue: Decodable {
     public let disk: DiskConfig
-    enum Keys: String, CodingKey, CaseIterable { case path, readonly, id, serial }
+    enum Keys: String, CodingKey, CaseIterable { case path, readonly, id, serial, direct, cache }
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: Keys.self)
-        disk = DiskConfig(path: try c.decode(String.self, forKey: .path), readOnly: try c.decodeIfPresent(Bool.self, forKey: .readonly) ?? false,
-                          id: try c.decodeIfPresent(String.self, forKey: .id), serial: try c.decodeIfPresent(String.self, forKey: .serial))
+        var d = DiskConfig(path: try c.decode(String.self, forKey: .path), readOnly: try c.decodeIfPresent(Bool.self, forKey: .readonly) ?? false,
+                           id: try c.decodeIfPresent(String.self, forKey: .id), serial: try c.decodeIfPresent(String.self, forKey: .serial))
+        d.direct = try c.decodeIfPresent(Bool.self, forKey: .direct) ?? false
+        switch try c.decodeIfPresent(String.self, forKey: .cache) {
+        case nil, "writeback": break
+        case "none": d.direct = true
+        default: throw JSONValueDecoder.Failure(path: JSONValueDecoder.pathText(decoder.codingPath + [Keys.cache]), message: "must be \"none\" or \"writeback\"")
+        }
+        disk = d
     }
 
-    /// `--disk PATH[,readonly][,id=NAME][,serial=S]`.
+    /// `--disk PATH[,readonly][,id=NAME][,serial=S][,direct][,cache=none|writeback]`.
     public static func parse(_ text: String) -> DiskConfig? {
         let parts = text.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
         guard let path = parts.first, !path.isEmpty else { return nil }
@@ -159,6 +178,8 @@ public struct DiskValue: Decodable {
             if p == "readonly" || p == "ro" { d.readOnly = true }
             else if p.hasPrefix("id="), p.count > 3 { d.id = String(p.dropFirst(3)) }
             else if p.hasPrefix("serial=") { d.serial = String(p.dropFirst(7)) }
+            else if p == "direct" || p == "cache=none" { d.direct = true }
+            else if p == "cache=writeback" { continue }
             else { return nil }
         }
         return d

@@ -21,17 +21,21 @@ public struct VMMLaunch: Equatable, Sendable, Decodable {
     public var stats: Bool
     /// Print the run report as JSON on stdout; the guest console goes to stderr.
     public var json: Bool
+    /// List every device on stderr once the machine is built (`run --verbose`).
+    public var verbose: Bool
 
-    public init(vm: VMDescription, stateDirectory: String? = nil, detached: Bool = false, start: Bool = true, stats: Bool = false, json: Bool = false) {
+    public init(vm: VMDescription, stateDirectory: String? = nil, detached: Bool = false, start: Bool = true, stats: Bool = false, json: Bool = false,
+                verbose: Bool = false) {
         self.vm = vm
         self.stateDirectory = stateDirectory
         self.detached = detached
         self.start = start
         self.stats = stats
         self.json = json
+        self.verbose = verbose
     }
 
-    enum Keys: String, CodingKey, CaseIterable { case vm, stateDir, detached, start, stats, json }
+    enum Keys: String, CodingKey, CaseIterable { case vm, stateDir, detached, start, stats, json, verbose }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: Keys.self)
@@ -41,12 +45,14 @@ public struct VMMLaunch: Equatable, Sendable, Decodable {
         start = try c.decodeIfPresent(Bool.self, forKey: .start) ?? true
         stats = try c.decodeIfPresent(Bool.self, forKey: .stats) ?? false
         json = try c.decodeIfPresent(Bool.self, forKey: .json) ?? false
+        verbose = try c.decodeIfPresent(Bool.self, forKey: .verbose) ?? false
     }
 
     public var jsonValue: JSONValue {
         var o: [(String, JSONValue)] = [("vm", vm.json)]
         if let stateDirectory { o.append(("stateDir", .string(stateDirectory))) }
         o += [("detached", .bool(detached)), ("start", .bool(start)), ("stats", .bool(stats)), ("json", .bool(json))]
+        if verbose { o.append(("verbose", .bool(true))) }
         return .object(o)
     }
 

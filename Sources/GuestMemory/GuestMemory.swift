@@ -113,6 +113,21 @@ public final class GuestMemory: Sendable {
         return try body(UnsafeMutableRawBufferPointer(start: p, count: count))
     }
 
+    /// Host I/O vectors for guest ranges, for I/O that the kernel performs on guest RAM
+    /// directly and later (a disk's `preadv` on a worker thread, an io_uring request).
+    /// Each range is checked as any access is. The vectors point into this memory's
+    /// mappings, which never move: they are valid for as long as this object lives, so
+    /// whoever submits I/O with them keeps it alive until the I/O completes.
+    public func ioVectors(_ ranges: [(address: GuestAddress, length: UInt64)]) throws(GuestMemoryError) -> IOVectors {
+        var v: [iovec] = []
+        v.reserveCapacity(ranges.count)
+        for r in ranges where r.length > 0 {
+            guard r.length <= UInt64(Int.max) else { throw .outOfBounds(address: r.address, length: r.length) }
+            v.append(iovec(iov_base: try host(r.address, r.length), iov_len: Int(r.length)))
+        }
+        return IOVectors(vectors: v, memory: self)
+    }
+
     /// A NUL-terminated string of at most `maxLength` bytes (command lines, names).
     public func readCString(at address: GuestAddress, maxLength: Int) throws(GuestMemoryError) -> String {
         var bytes: [UInt8] = []
@@ -148,4 +163,15 @@ public final class GuestMemory: Sendable {
         }
         return total
     }
+}
+
+/// Host I/O vectors into guest RAM (`GuestMemory.ioVectors`), with the memory they point
+/// into kept alive beside them, so that in-flight I/O never outlives its buffers.
+/// Sendable: the pointers are into mappings the guest's RAM owns for its whole life.
+public struct IOVectors: @unchecked Sendable {
+    public let vectors: [iovec]
+    let memory: GuestMemory
+
+    /// Total bytes.
+    public var length: Int { vectors.reduce(0) { $0 + $1.iov_len } }
 }

@@ -126,7 +126,11 @@ public final class Machine: Sendable {
             })
         }
         loopTimers.withLock { $0 = ids }
-        for endpoint in virtio { loop.add(endpoint.notifyFD) { _ in endpoint.serviceNotification() } }
+        for endpoint in virtio {
+            loop.add(endpoint.notifyFD) { _ in endpoint.serviceNotification() }
+            let device = endpoint.transport.device
+            if let fd = device.completionFD { loop.add(fd) { _ in device.completeReady() } }
+        }
         // The stop request ends the loop's wait (a VMM process replaces this handler
         // with its own, which also collects the machine).
         loop.add(stopSwitch.stopEvent) { _ in loop.wake() }
@@ -137,7 +141,10 @@ public final class Machine: Sendable {
         if let loop {
             for id in loopTimers.withLock({ $0 }) { loop.cancelTimer(id) }
             loop.remove(stopSwitch.stopEvent)
-            for endpoint in virtio { loop.remove(endpoint.notifyFD) }
+            for endpoint in virtio {
+                loop.remove(endpoint.notifyFD)
+                if let fd = endpoint.transport.device.completionFD { loop.remove(fd) }
+            }
         }
         stopSwitch.kickAll()
         for t in threads { t.join() }
@@ -254,8 +261,16 @@ public final class Machine: Sendable {
         return listening
     }
 
-    /// Bytes typed at the guest's console (the first console device: COM1).
+    /// Bytes typed at the guest's console: the virtio console when there is one (the
+    /// user asked for hvc0), otherwise the first console device (COM1).
     public func sendConsoleInput(_ bytes: [UInt8]) {
+        for e in devices.entries {
+            if let t = e.device as? any VirtioTransport, let c = t.device as? VirtioConsole {
+                c.enqueue(bytes)
+                t.serve(queue: VirtioConsole.receiveQueue)
+                return
+            }
+        }
         for e in devices.entries { if let c = e.device as? any ConsoleDevice { c.receive(bytes); return } }
     }
 

@@ -50,10 +50,10 @@ extension Machine {
         let devices: DeviceManager
         do { devices = try wireDevices(config, platform: platform, vm: vm, memory: memory, power: stopSwitch, console: console) }
         catch { throw .device(error.description) }
-        let virtio = try addVirtioDevices(config, vm: vm, memory: memory, devices: devices)
+        let virtio = try addVirtioDevices(config, vm: vm, memory: memory, devices: devices, console: console)
 
         // The guest goes in last: a Linux kernel is told where the virtio devices are.
-        let state = try guest.load(into: memory, config: config, announcements: virtio.map(\.announcement))
+        let state = try guest.load(into: memory, config: config, virtio: virtio)
 
         var vcpus: [VCPU] = []
         do {
@@ -72,45 +72,90 @@ extension Machine {
                        vcpus: vcpus, stopSwitch: stopSwitch, buildStarted: started, virtio: virtio)
     }
 
-    /// The virtio devices (disks in command-line order, then the entropy device), each a
-    /// virtio-mmio window and an interrupt line from the device manager. The driver's
-    /// queue notifications land on an ioeventfd (served by the event loop, off the vCPU
-    /// threads); completions interrupt the guest through an irqfd.
+    /// The virtio devices (disks in command-line order, then the entropy device) on the
+    /// configured transport: each a PCI function behind the host bridge (a BAR and an
+    /// INTx line from the device manager, MSI-X through KVM routes and irqfds) or a
+    /// virtio-mmio window with an interrupt line. The driver's queue notifications land
+    /// on an ioeventfd (served by the event loop, off the vCPU threads); completions
+    /// interrupt the guest through an irqfd.
     static func addVirtioDevices(_ config: MachineConfig, vm: VMFileDescriptor, memory: GuestMemory,
-                                 devices: DeviceManager) throws(MachineError) -> [VirtioEndpoint] {
+                                 devices: DeviceManager, console: any SerialOutput) throws(MachineError) -> [VirtioEndpoint] {
         var made: [(id: String, name: String, device: any VirtioDevice)] = []
         for (i, disk) in config.disks.enumerated() {
             do {
+                // One queue per vCPU (up to the device's limit), all sharing one backend.
+                let queues = min(config.vcpuCount, VirtioBlock.maximumQueues)
                 made.append((disk.id(index: i), "virtio-blk \(disk.path)" + (disk.readOnly ? " (read-only)" : ""),
-                             try VirtioBlock(path: disk.path, readOnly: disk.readOnly, serial: disk.serial)))
+                             try VirtioBlock(path: disk.path, readOnly: disk.readOnly, serial: disk.serial, direct: disk.direct,
+                                             queues: queues, memory: memory, backend: BlockBackends.make(queueDepth: 256 * queues))))
             } catch { throw .device(error.description) }
         }
         if config.rng {
             do { made.append(("rng", "virtio-rng", try VirtioRNG())) } catch { throw .device(error.description) }
         }
-        var endpoints: [VirtioEndpoint] = []
-        for m in made {
-            do {
-                let base = try devices.allocateMMIO(size: VirtioMMIO.windowSize)
-                let irq = try devices.allocateIRQ()
-                let interrupt = try IRQFDInterrupt(vm: vm, gsi: irq)
-                let transport = VirtioMMIO(device: m.device, memory: memory, interrupt: interrupt)
-                try devices.add(transport, id: m.id, name: m.name, ranges: [.init(.mmio, base, VirtioMMIO.windowSize)], interrupts: [irq])
-                let notify = base + VirtioMMIO.queueNotifyOffset
-                let fd = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
-                guard fd >= 0 else { throw KVMError("eventfd", errno: nil, hint: "virtio queue notifications") }
-                do { try vm.registerIOEvent(eventFD: fd, address: notify, length: 4, pio: false) } catch { close(fd); throw error }
-                endpoints.append(VirtioEndpoint(id: m.id, transport: transport, notifyFD: fd,
-                                                announcement: VirtioMMIO.commandLine(base: base, irq: irq)))
-            } catch let e as KVMError {
-                throw .kvm(e)
-            } catch let e as DeviceManager.Failure {
-                throw .device(e.description)
-            } catch {
-                throw .device("\(m.name): \(error)")
+        if config.virtioConsole { made.append(("hvc0", "virtio-console", VirtioConsole(output: console))) }
+        guard !made.isEmpty else { return [] }
+        do {
+            switch config.virtioTransport {
+            case .mmio: return try made.map { m throws(any Error) in try addMMIO(m, vm: vm, memory: memory, devices: devices) }
+            case .pci:
+                let bridge = PCIHostBridge()
+                typealias R = PCIHostBridge.Region
+                try devices.add(bridge, id: "pci-host", name: "PCI host bridge", ranges: [
+                    .ports(AddressMap.pciConfigAddress, 4, region: R.address.rawValue, name: "PCI config address"),
+                    .ports(AddressMap.pciConfigData, 4, region: R.data.rawValue, name: "PCI config data"),
+                    .init(.mmio, AddressMap.pciECAM, PCIHostBridge.ecamSize, region: R.ecam.rawValue, name: "PCI ECAM")])
+                let routing = InterruptRouting(vm: vm)
+                return try made.map { m throws(any Error) in
+                    try addPCI(m, bridge: bridge, routing: routing, vm: vm, memory: memory, devices: devices)
+                }
             }
+        } catch let e as KVMError {
+            throw .kvm(e)
+        } catch let e as DeviceManager.Failure {
+            throw .device(e.description)
+        } catch let e as MachineError {
+            throw e
+        } catch {
+            throw .device("virtio: \(error)")
         }
-        return endpoints
+    }
+
+    static func addMMIO(_ m: (id: String, name: String, device: any VirtioDevice), vm: VMFileDescriptor, memory: GuestMemory,
+                        devices: DeviceManager) throws(any Error) -> VirtioEndpoint {
+        let base = try devices.allocateMMIO(size: VirtioMMIO.windowSize)
+        let irq = try devices.allocateIRQ()
+        let transport = VirtioMMIO(device: m.device, memory: memory, interrupt: try IRQFDInterrupt(vm: vm, gsi: irq))
+        try devices.add(transport, id: m.id, name: m.name, ranges: [.init(.mmio, base, VirtioMMIO.windowSize)], interrupts: [irq])
+        return try VirtioEndpoint(id: m.id, transport: transport, vm: vm, notifyAt: [(base + VirtioMMIO.queueNotifyOffset, 4)],
+                                  mmio: .init(base: base, size: VirtioMMIO.windowSize, irq: irq))
+    }
+
+    static func addPCI(_ m: (id: String, name: String, device: any VirtioDevice), bridge: PCIHostBridge, routing: InterruptRouting,
+                       vm: VMFileDescriptor, memory: GuestMemory, devices: DeviceManager) throws(any Error) -> VirtioEndpoint {
+        let size = UInt64(VirtioPCI.barSize)
+        let bar = try devices.allocateMMIO(size: size, alignment: size)
+        // INTx is level-triggered: a KVM_IRQ_LINE pin, raised and lowered with the ISR.
+        let gsi = try devices.allocateIRQ()
+        let transport = VirtioPCI(device: m.device, memory: memory, bar: UInt32(truncatingIfNeeded: bar),
+                                  intx: IRQLine(vm: vm, gsi: gsi), intxLine: UInt8(truncatingIfNeeded: gsi),
+                                  vectors: MSIXRoutes(vm: vm, routing: routing))
+        try devices.add(transport, id: m.id, name: m.name, ranges: [.init(.mmio, bar, size, name: m.name + " BAR0")], interrupts: [gsi])
+        guard let slot = bridge.plug(transport) else { throw MachineError.device("\(m.name): no free PCI slot") }
+        // Linux notifies with a 16-bit write of the queue index.
+        let notify = (0..<transport.queueCount).map { (bar + VirtioPCI.notifyOffset + UInt64($0) * VirtioPCI.notifyMultiplier, UInt32(2)) }
+        let endpoint = try VirtioEndpoint(id: m.id, transport: transport, vm: vm, notifyAt: notify, pci: (slot, gsi))
+        let id = m.id
+        transport.onBARMove { [weak endpoint] newBase in
+            guard let endpoint, let old = devices.entries.first(where: { $0.id == id })?.ranges.first?.start else { return false }
+            do { try devices.move(id: id, region: 0, to: newBase) } catch { return false }
+            guard endpoint.moveNotifications(from: old, to: newBase) else {
+                try? devices.move(id: id, region: 0, to: old)
+                return false
+            }
+            return true
+        }
+        return endpoint
     }
 
     static func mapMemory(_ config: MachineConfig, kvm: KVMSystem, vm: VMFileDescriptor) throws(MachineError) -> GuestMemory {
@@ -170,6 +215,12 @@ extension Machine {
 
 /// What the machine boots, read from disk and recognised, before any VM exists.
 enum BootImage {
+    /// Whether a Linux command line turns ACPI off (`acpi=off`; the last one counts).
+    static func disablesACPI(_ commandLine: String) -> Bool {
+        let values = commandLine.split(separator: " ").filter { $0.hasPrefix("acpi=") }
+        return values.last == "acpi=off"
+    }
+
     case flat(FlatBinary)
     case multiboot(Multiboot, commandLine: String, module: (bytes: [UInt8], name: String)?)
     case linux(LinuxKernel, commandLine: String, initrd: [UInt8]?)
@@ -206,7 +257,7 @@ enum BootImage {
         }
     }
 
-    func load(into memory: GuestMemory, config: MachineConfig, announcements: [String] = []) throws(MachineError) -> InitialCPUState {
+    func load(into memory: GuestMemory, config: MachineConfig, virtio: [VirtioEndpoint] = []) throws(MachineError) -> InitialCPUState {
         do {
             switch self {
             case let .flat(image):
@@ -222,9 +273,24 @@ enum BootImage {
                     // Appended, so that they win over anything the user wrote.
                     commandLine += (commandLine.isEmpty ? "" : " ") + HostQuirks.emulatedKernelMode.kernelCommandLine.joined(separator: " ")
                 }
-                for a in announcements { commandLine += (commandLine.isEmpty ? "" : " ") + a }
-                let rsdp = try ACPITables.write(into: memory, cpus: config.vcpuCount)
-                let map = PlatformMemoryMap.entries(ramRanges: AddressMap.ramRanges(memorySize: config.memorySize))
+                // virtio-mmio windows are announced once: in the DSDT, or on the command
+                // line for a kernel told to ignore ACPI.
+                var acpi = ACPIDevices()
+                if BootImage.disablesACPI(commandLine) {
+                    for a in virtio.compactMap(\.commandLineAnnouncement) { commandLine += (commandLine.isEmpty ? "" : " ") + a }
+                } else {
+                    acpi.virtioMMIO = virtio.compactMap(\.mmio)
+                }
+                var reserved: [(start: UInt64, size: UInt64)] = []
+                let slots = virtio.compactMap(\.pci)
+                if !slots.isEmpty {
+                    acpi.pci = .init(ecam: AddressMap.pciECAM, ecamSize: PCIHostBridge.ecamSize,
+                                     memoryWindow: AddressMap.deviceMMIOStart...(AddressMap.deviceMMIOEnd - 1),
+                                     interrupts: slots.map { ($0.slot, $0.gsi) })
+                    reserved.append((AddressMap.pciECAM, PCIHostBridge.ecamSize))
+                }
+                let rsdp = try ACPITables.write(into: memory, cpus: config.vcpuCount, devices: acpi)
+                let map = PlatformMemoryMap.entries(ramRanges: AddressMap.ramRanges(memorySize: config.memorySize), reserved: reserved)
                 if config.pvh { return try kernel.loadPVH(into: memory, commandLine: commandLine, initrd: initrd, memoryMap: map, rsdp: rsdp) }
                 return try kernel.load(into: memory, commandLine: commandLine, initrd: initrd, memoryMap: map, rsdp: rsdp)
             }

@@ -28,6 +28,12 @@ public struct MachineConfig: Equatable, Sendable {
     public var disks: [DiskConfig] = []
     /// A virtio-rng entropy device.
     public var rng: Bool = false
+    /// A virtio console (the guest's hvc0), beside the 8250; it takes the console's
+    /// input.
+    public var virtioConsole: Bool = false
+    /// How the virtio devices reach the guest: PCI functions (what stock distribution
+    /// kernels find) or virtio-mmio windows.
+    public var virtioTransport: VirtioTransportKind = .pci
 
     /// The file failure reports take symbol names from, if any.
     public var effectiveSymbolFile: String? {
@@ -41,7 +47,8 @@ public struct MachineConfig: Equatable, Sendable {
     /// than intent, and the host would have to overcommit.
     public static let maximumMemorySize: UInt64 = 1 << 40
     public static let minimumMemorySize: UInt64 = 1 << 20
-    /// virtio-mmio devices get an interrupt line each from `AddressMap.allocatableIRQs`.
+    /// Each virtio device takes an interrupt line from `AddressMap.allocatableIRQs`
+    /// (virtio-mmio's only interrupt; virtio-pci's INTx when MSI-X is off).
     public static let maximumVirtioDevices = AddressMap.allocatableIRQs.count
 
     public init(memorySize: UInt64 = MachineConfig.defaultMemorySize, vcpuCount: Int = 1,
@@ -71,11 +78,13 @@ public struct MachineConfig: Equatable, Sendable {
         if case .demo = boot, memorySize < DemoGuest.minimumMemory {
             throw .invalid("memory", "the demo guest needs at least \(ByteSize.format(DemoGuest.minimumMemory))")
         }
-        if !disks.isEmpty || rng {
-            guard case .kernel = boot else { throw .invalid(disks.isEmpty ? "rng" : "disk", "virtio devices need a kernel (--kernel): a flat binary has no interrupt controller to be told through") }
+        let others = (rng ? 1 : 0) + (virtioConsole ? 1 : 0)
+        if !disks.isEmpty || others > 0 {
+            let field = !disks.isEmpty ? "disk" : rng ? "rng" : "virtio-console"
+            guard case .kernel = boot else { throw .invalid(field, "virtio devices need a kernel (--kernel): a flat binary has no interrupt controller to be told through") }
         }
-        guard disks.count <= MachineConfig.maximumVirtioDevices - (rng ? 1 : 0) else {
-            throw .invalid("disk", "\(disks.count) disks: at most \(MachineConfig.maximumVirtioDevices - (rng ? 1 : 0))")
+        guard disks.count <= MachineConfig.maximumVirtioDevices - others else {
+            throw .invalid("disk", "\(disks.count) disks: at most \(MachineConfig.maximumVirtioDevices - others) beside the other virtio devices")
         }
         var ids = Set<String>()
         for (i, d) in disks.enumerated() {
@@ -94,6 +103,11 @@ public struct MachineConfig: Equatable, Sendable {
     }
 }
 
+/// The virtio transport: `--virtio-transport pci|mmio`, `"virtioTransport"` in JSON.
+public enum VirtioTransportKind: String, Equatable, Sendable, CaseIterable {
+    case pci, mmio
+}
+
 /// One virtio-blk disk: a raw image file or a block device.
 public struct DiskConfig: Equatable, Sendable {
     public var path: String
@@ -102,6 +116,9 @@ public struct DiskConfig: Equatable, Sendable {
     public var id: String?
     /// What the guest reads with GET_ID (at most 20 bytes); default the file's name.
     public var serial: String?
+    /// O_DIRECT: bypass the host's page cache (`direct`, `cache=none`); the guest's
+    /// buffers must then be aligned as the host's disk wants, which Linux's are.
+    public var direct = false
 
     public init(path: String, readOnly: Bool = false, id: String? = nil, serial: String? = nil) {
         self.path = path

@@ -83,6 +83,9 @@ final class Session: @unchecked Sendable {
             return .failure(.init(message: error.description, status: code == ProcessExitCode.vmmFailure ? 503 : 400, exitCode: code))
         }
         lastMachine = machine
+        if launch.verbose {
+            for e in machine.devices.entries { StandardStream.error("swiftvisor: device " + VMAPI.deviceLine(e) + "\n") }
+        }
         machine.start(on: loop, timeLimit: d.timeoutNanoseconds)
         loop.add(machine.stopEventFD) { [self] _ in stopped(machine) }
         return .success(machine)

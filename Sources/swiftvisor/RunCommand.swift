@@ -104,7 +104,7 @@ struct RunCommand: ParsableCommand {
         guard create || s.detach || d.name != nil else {
             // The VM itself runs in swiftvisor-vmm, which replaces this process: it keeps
             // our pid, terminal and signals, and its exit status is ours.
-            try VMMProcess.exec(VMMLaunch(vm: d, stats: s.stats, json: json))
+            try VMMProcess.exec(VMMLaunch(vm: d, stats: s.stats, json: json, verbose: s.verbose))
         }
         // A named VM: register it in the state directory first, so the name is ours.
         let directory = StateDirectory.resolve(s.stateDir)
@@ -112,7 +112,7 @@ struct RunCommand: ParsableCommand {
         d.name = vmName
         let detached = s.detach || create
         let launch = VMMLaunch(vm: d, stateDirectory: directory.root, detached: detached, start: !create,
-                               stats: detached ? false : s.stats, json: detached ? false : json)
+                               stats: detached ? false : s.stats, json: detached ? false : json, verbose: s.verbose)
         try verb(json) {
             do {
                 try directory.create(vmName)
@@ -199,6 +199,7 @@ struct RunCommand: ParsableCommand {
 }
 
 extension CPUMode: ExpressibleByArgument {}
+extension VirtioTransportKind: ExpressibleByArgument {}
 
 /// The options of `run` and `create`, as ArgumentParser shows and checks them. What
 /// they mean is `RunFlags`, the one table the fast path reads too (a test keeps the two
@@ -259,11 +260,17 @@ struct VMFlags: ParsableArguments {
     @Flag(name: .long, help: "Boot a vmlinux through its PVH entry (32-bit, hvm_start_info) instead of the 64-bit boot protocol.")
     var pvh = false
 
-    @Option(name: .long, parsing: .unconditionalSingleValue, help: ArgumentHelp("A virtio-blk disk: a raw image or block device, PATH[,readonly][,id=NAME][,serial=S]; repeat for more (the first is /dev/vda). Kernels only.", valueName: "disk"))
+    @Option(name: .long, parsing: .unconditionalSingleValue, help: ArgumentHelp("A virtio-blk disk: a raw image or block device, PATH[,readonly][,id=NAME][,serial=S][,direct][,cache=none|writeback] (direct and cache=none open it with O_DIRECT); repeat for more (the first is /dev/vda). Kernels only.", valueName: "disk"))
     var disk: [String] = []
 
     @Flag(name: .long, help: "Add a virtio-rng entropy device (from the host's /dev/urandom). Kernels only.")
     var rng = false
+
+    @Flag(name: .long, help: "Add a virtio console (the guest's hvc0: boot Linux with console=hvc0): its output goes where the 8250's does, and it takes the console's input. Kernels only.")
+    var virtioConsole = false
+
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("How virtio devices reach the guest: PCI functions (the default: stock distribution kernels find them) or virtio-mmio windows (announced in the ACPI DSDT, or on the kernel command line with acpi=off).", valueName: "pci|mmio"))
+    var virtioTransport: VirtioTransportKind?
 
     @Flag(name: .long, help: "List the host quirks in use before the VM starts.")
     var verbose = false

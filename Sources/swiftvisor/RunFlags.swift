@@ -46,8 +46,11 @@ struct RunFlags {
         Flag(name: "--system-map", takesValue: true, fastPath: false) { s, v in s.systemMap = v },
         Flag(name: "--pvh", takesValue: false, fastPath: false) { s, _ in s.pvh = true },
         Flag(name: "--disk", takesValue: true, fastPath: false) { s, v throws(Failure) in
-            s.disks.append(try value("--disk", v, DiskValue.parse, "a disk (PATH[,readonly][,id=NAME][,serial=S])")) },
+            s.disks.append(try value("--disk", v, DiskValue.parse, "a disk (PATH[,readonly][,id=NAME][,serial=S][,direct][,cache=none|writeback])")) },
         Flag(name: "--rng", takesValue: false, fastPath: false) { s, _ in s.rng = true },
+        Flag(name: "--virtio-console", takesValue: false, fastPath: false) { s, _ in s.virtioConsole = true },
+        Flag(name: "--virtio-transport", takesValue: true, fastPath: false) { s, v throws(Failure) in
+            s.virtioTransport = try value("--virtio-transport", v, VirtioTransportKind.init(rawValue:), "pci or mmio") },
         Flag(name: "--memory", takesValue: true, fastPath: true) { s, v throws(Failure) in
             s.memory = try value("--memory", v, ByteSize.parse, "a size (64M, 1G or a byte count)") },
         Flag(name: "--cpus", takesValue: true, fastPath: true) { s, v throws(Failure) in
@@ -115,6 +118,8 @@ struct RunSettings {
     var image: String?, mode: CPUMode?, loadAddress: UInt64?, entry: UInt64?
     var kernel: String?, cmdline: String?, initrd: String?, systemMap: String?, pvh = false
     var disks: [DiskConfig] = [], rng = false
+    var virtioTransport: VirtioTransportKind?
+    var virtioConsole = false
     var memory: UInt64?, cpus: Int?, testDevices = false, noPIT = false
     var quirks = Quirks.auto, restartOnReboot: Bool?, timeout: Double?
     var stats = false, json = false, verbose = false, kvmDevice: String?
@@ -157,6 +162,8 @@ struct RunSettings {
         }
         if !disks.isEmpty { d.config.disks = disks }
         if rng { d.config.rng = true }
+        if virtioConsole { d.config.virtioConsole = true }
+        if let virtioTransport { d.config.virtioTransport = virtioTransport }
         if let memory { d.config.memorySize = memory }
         if let cpus { d.config.vcpuCount = cpus }
         if let kvmDevice { d.config.kvmPath = kvmDevice }

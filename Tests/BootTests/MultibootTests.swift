@@ -136,6 +136,58 @@ final class ACPITablesTests: XCTestCase {
         XCTAssertEqual(ioapics, 1)
     }
 
+    /// With devices: MCFG in both root tables, and the DSDT's device objects (virtio-mmio
+    /// windows, the PCI host bridge with _CRS and _PRT) well-formed AML.
+    func testDevicesGoIntoTheDSDTAndMCFG() throws {
+        let m = try GuestMemory(ranges: [(0, 16 << 20)])
+        let devices = ACPIDevices(virtioMMIO: [.init(base: 0xD000_0000, size: 0x1000, irq: 5), .init(base: 0xD000_1000, size: 0x1000, irq: 6)],
+                                  pci: .init(ecam: 0xE000_0000, ecamSize: 1 << 20, memoryWindow: 0xD000_0000...0xDFFF_FFFF,
+                                             interrupts: [(1, 10), (2, 11)]))
+        let rsdp = try ACPITables.write(into: m, cpus: 2, devices: devices)
+        let rsdt = UInt64(try m.read(UInt32.self, at: GuestAddress(rsdp + 16)))
+        let rsdtLength = Int(try m.read(UInt32.self, at: GuestAddress(rsdt + 4)))
+        var found: [String: UInt64] = [:]
+        for i in 0..<(rsdtLength - 36) / 4 {
+            let t = UInt64(try m.read(UInt32.self, at: GuestAddress(rsdt + 36 + UInt64(i) * 4)))
+            let sig = String(decoding: try m.read(bytes: 4, at: GuestAddress(t)), as: UTF8.self)
+            XCTAssertTrue(try checksumOK(m, t, Int(try m.read(UInt32.self, at: GuestAddress(t + 4)))), sig)
+            found[sig] = t
+        }
+        let mcfg = try XCTUnwrap(found["MCFG"])
+        XCTAssertEqual(try m.read(UInt64.self, at: GuestAddress(mcfg + 44)), 0xE000_0000, "ECAM base")
+        XCTAssertEqual(try m.read(UInt8.self, at: GuestAddress(mcfg + 55)), 0, "buses 0 to 0")
+        let fadt = try XCTUnwrap(found["FACP"])
+        let dsdt = UInt64(try m.read(UInt32.self, at: GuestAddress(fadt + 40)))
+        let length = Int(try m.read(UInt32.self, at: GuestAddress(dsdt + 4)))
+        XCTAssertTrue(try checksumOK(m, dsdt, length))
+        let aml = try m.read(bytes: length, at: GuestAddress(dsdt))
+        func contains(_ s: [UInt8]) -> Bool { (0...(aml.count - s.count)).contains { Array(aml[$0..<($0 + s.count)]) == s } }
+        for name in ["_SB_", "PCI0", "_PRT", "_CRS", "VR00", "VR01", "LNRO0005"] { XCTAssertTrue(contains(Array(name.utf8)), name) }
+        XCTAssertTrue(contains([0x0C, 0x41, 0xD0, 0x0A, 0x03]), "EISAID(PNP0A03)")
+        // The \_SB scope's package length spans exactly to the end of the table.
+        let scope = try XCTUnwrap((0..<aml.count).first { aml[$0] == 0x10 && aml[$0 + 1] & 0xC0 != 0 })
+        let lead = aml[scope + 1], extra = Int(lead >> 6)
+        var pkg = Int(lead & 0x0F)
+        for i in 0..<extra { pkg |= Int(aml[scope + 2 + i]) << (4 + 8 * i) }
+        XCTAssertEqual(scope + 1 + pkg, aml.count, "Scope (\\_SB) runs to the end of the DSDT")
+        // Memory32Fixed for the first window, Extended Interrupt 5, edge, active high.
+        XCTAssertTrue(contains([0x86, 0x09, 0x00, 0x01, 0x00, 0x00, 0x00, 0xD0, 0x00, 0x10, 0x00, 0x00]))
+        XCTAssertTrue(contains([0x89, 0x06, 0x00, 0x03, 0x01, 0x05, 0x00, 0x00, 0x00]))
+        let map = PlatformMemoryMap.entries(ramRanges: [(0, 16 << 20)], reserved: [(0xE000_0000, 1 << 20)])
+        XCTAssertTrue(map.contains { $0.base == 0xE000_0000 && $0.length == 1 << 20 && $0.type == PlatformMemoryMap.reserved })
+    }
+
+    func testAMLPackageLengthsUseAsManyBytesAsNeeded() {
+        XCTAssertEqual(AML.buffer([1, 2]).prefix(3), [0x11, 0x05, 0x0A])
+        let big = AML.device("BIGD", [UInt8](repeating: 0xA3, count: 100))
+        // 4 name bytes + 100 = 104 of body; 2 length bytes: 106 = 0x6A -> 0x4A, 0x06.
+        XCTAssertEqual(Array(big.prefix(4)), [0x5B, 0x82, 0x4A, 0x06])
+        let huge = AML.scope("_SB_", [UInt8](repeating: 0xA3, count: 5000))
+        XCTAssertEqual(huge[1] >> 6, 2, "three length bytes past 4 KiB")
+        XCTAssertEqual(AML.integer(0x1234), [0x0B, 0x34, 0x12])
+        XCTAssertEqual(AML.integer(0x1_0000_0000).first, 0x0E)
+    }
+
     func testMemoryMapDescribesRAMAndTheBIOSArea() {
         let map = PlatformMemoryMap.entries(ramRanges: [(0, 0xC000_0000), (0x1_0000_0000, 1 << 30)])
         XCTAssertEqual(map.first?.base, 0)

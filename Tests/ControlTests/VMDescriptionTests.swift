@@ -38,7 +38,7 @@ final class VMDescriptionTests: XCTestCase {
     }
 
     func testErrorsNameTheFieldByItsPath() {
-        XCTAssertEqual(error(#"{"memroy": "64M"}"#), "unknown field \"memroy\" (known: name, memory, cpus, boot, testDevices, pit, hostQuirks, pvh, symbols, timeout, onReboot, kvmDevice, disks, rng)")
+        XCTAssertEqual(error(#"{"memroy": "64M"}"#), "unknown field \"memroy\" (known: name, memory, cpus, boot, testDevices, pit, hostQuirks, pvh, symbols, timeout, onReboot, kvmDevice, disks, rng, virtioConsole, virtioTransport)")
         XCTAssertTrue(error(#"{"boot": {"image": "a", "colour": 1}}"#).hasPrefix("unknown field \"boot.colour\""))
         XCTAssertEqual(error(#"{"cpus": "two"}"#), "\"cpus\": must be a whole number")
         XCTAssertEqual(error(#"{"cpus": 1e30}"#), "\"cpus\": must be a whole number from \(Int.min) to \(Int.max)", "never a trap on a huge number")
@@ -94,5 +94,24 @@ final class VirtioConfigTests: XCTestCase {
         XCTAssertEqual(DiskValue.parse("a.img,readonly,id=root,serial=SN1"), DiskConfig(path: "a.img", readOnly: true, id: "root", serial: "SN1"))
         XCTAssertNil(DiskValue.parse(",readonly"))
         XCTAssertNil(DiskValue.parse("a.img,bogus"))
+        var direct = DiskConfig(path: "a.img")
+        direct.direct = true
+        XCTAssertEqual(DiskValue.parse("a.img,direct"), direct)
+        XCTAssertEqual(DiskValue.parse("a.img,cache=none"), direct)
+        XCTAssertEqual(DiskValue.parse("a.img,cache=writeback"), DiskConfig(path: "a.img"))
+        XCTAssertNil(DiskValue.parse("a.img,cache=unsafe"))
+    }
+
+    func testVirtioTransportConsoleAndCacheFields() throws {
+        func failure(_ text: String) -> String { do { _ = try VMDescription.parse(text); return "" } catch { return error.description } }
+        let d = try VMDescription.parse(#"{"boot": {"kernel": "k"}, "virtioTransport": "mmio", "virtioConsole": true, "disks": [{"path": "a", "cache": "none"}]}"#)
+        XCTAssertEqual(d.config.virtioTransport, .mmio)
+        XCTAssertTrue(d.config.virtioConsole)
+        XCTAssertTrue(d.config.disks[0].direct)
+        XCTAssertEqual(try VMDescription.parse(d.json.rendered), d, "round trip")
+        XCTAssertEqual(try VMDescription.parse(#"{"boot": {"kernel": "k"}}"#).config.virtioTransport, .pci, "PCI by default")
+        XCTAssertTrue(failure(#"{"virtioTransport": "usb"}"#).contains("\"virtioTransport\": must be \"pci\" or \"mmio\""), failure(#"{"virtioTransport": "usb"}"#))
+        XCTAssertTrue(failure(#"{"boot": {"kernel": "k"}, "disks": [{"path": "a", "cache": "unsafe"}]}"#).contains("disks[0].cache"))
+        XCTAssertTrue(failure(#"{"virtioConsole": true}"#).contains("virtio devices need a kernel"))
     }
 }

@@ -314,6 +314,127 @@ final class VirtioMMIOTests: XCTestCase {
         XCTAssertEqual(t.statistics.completed, 7)
     }
 
+    func testDiscardAndWriteZeroesStayInsideTheImage() throws {
+        let memory = try GuestMemory(ranges: [(0, 0x10_0000)])
+        let file = NSTemporaryDirectory() + "swiftvisor-discard-\(getpid()).img"
+        FileManager.default.createFile(atPath: file, contents: Data(repeating: 0xEE, count: 64 * 1024))
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let blk = try VirtioBlock(path: file)
+        XCTAssertNotEqual(blk.offeredFeatures & (1 << 13), 0, "VIRTIO_BLK_F_DISCARD")
+        XCTAssertNotEqual(blk.offeredFeatures & (1 << 14), 0, "VIRTIO_BLK_F_WRITE_ZEROES")
+        XCTAssertEqual(blk.readConfig(offset: 40, size: 4), 32, "max_discard_seg")
+        XCTAssertEqual(blk.readConfig(offset: 56, size: 1), 1, "write_zeroes_may_unmap")
+        let t = VirtioMMIO(device: blk, memory: memory, interrupt: nil)
+        var driver = TestDriver(memory: memory)
+        bringUp(t, driver)
+        func submit(_ type: UInt32, _ segments: [(UInt64, UInt32, UInt32)]) throws -> UInt8 {
+            try memory.write(type, at: GuestAddress(0x40000))
+            try memory.write(UInt64(0), at: GuestAddress(0x40008))
+            for (i, s) in segments.enumerated() {
+                let at = GuestAddress(0x41000 + UInt64(16 * i))
+                try memory.write(s.0, at: at)
+                try memory.write(s.1, at: GuestAddress(at.value + 8))
+                try memory.write(s.2, at: GuestAddress(at.value + 12))
+            }
+            try driver.request([(0x40000, 16, false), (0x41000, UInt32(16 * segments.count), false), (0x50000, 1, true)], first: 0)
+            set(t, 0x50, 0)
+            return try memory.read(UInt8.self, at: GuestAddress(0x50000))
+        }
+        func image() throws -> Data { try Data(contentsOf: URL(fileURLWithPath: file)) }
+        XCTAssertEqual(try submit(11, [(8, 8, 0)]), 0, "discard sectors 8-15")
+        XCTAssertEqual(try submit(13, [(32, 4, 0), (40, 2, 1)]), 0, "write zeroes, then with UNMAP")
+        let after = try image()
+        XCTAssertEqual(after.count, 64 * 1024, "the image keeps its size")
+        XCTAssertEqual(after[32 * 512], 0)
+        XCTAssertEqual(after[36 * 512 - 1], 0)
+        XCTAssertEqual(after[36 * 512], 0xEE, "nothing past the range")
+        XCTAssertEqual(after[40 * 512], 0)
+        XCTAssertEqual(after[42 * 512], 0xEE)
+        XCTAssertEqual(after[7 * 512], 0xEE)
+        // Hostile segments: past the end, wrapping, flags discard does not have, too many.
+        XCTAssertEqual(try submit(11, [(127, 2, 0)]), 1)
+        XCTAssertEqual(try submit(13, [(.max / 512, 1, 0)]), 1)
+        XCTAssertEqual(try submit(11, [(0, 1, 1)]), 2)
+        XCTAssertEqual(try submit(13, [(0, 1, 4)]), 2)
+        XCTAssertEqual(try submit(11, Array(repeating: (0, 1, 0), count: 33)), 2)
+        XCTAssertEqual(try image().count, 64 * 1024)
+        XCTAssertEqual(t.statistics.malformed, 0)
+    }
+
+    /// Reads, writes and flushes through each asynchronous engine, as the machine runs
+    /// them: the request is handed over at the notification and finished when the
+    /// completion eventfd fires (the event loop's job, done here by hand).
+    func testAsynchronousEnginesFinishRequestsThroughTheTransport() throws {
+        var engines: [any BlockBackend] = [try XCTUnwrap(ThreadPoolBlockBackend(workers: 2))]
+        if let ring = IOURingBlockBackend(entries: 64) { engines.append(ring) } else { print("note: io_uring is not available here; only the thread pool is tested") }
+        for backend in engines {
+            let memory = try GuestMemory(ranges: [(0, 0x10_0000)])
+            let file = NSTemporaryDirectory() + "swiftvisor-async-\(getpid()).img"
+            var image = [UInt8](repeating: 0, count: 16 * 512)
+            for i in 0..<image.count { image[i] = UInt8(i / 512) }
+            FileManager.default.createFile(atPath: file, contents: Data(image))
+            defer { try? FileManager.default.removeItem(atPath: file) }
+            let blk = try VirtioBlock(path: file, queues: 2, memory: memory, backend: backend)
+            XCTAssertEqual(blk.engine, backend.engine)
+            XCTAssertEqual(blk.readConfig(offset: 34, size: 2), 2, "num_queues")
+            XCTAssertNotEqual(blk.offeredFeatures & (1 << 12), 0, "VIRTIO_BLK_F_MQ")
+            let line = Line()
+            let t = VirtioMMIO(device: blk, memory: memory, interrupt: line)
+            var driver = TestDriver(memory: memory)
+            bringUp(t, driver)
+            func finish() throws {
+                var p = pollfd(fd: try XCTUnwrap(blk.completionFD), events: Int16(POLLIN), revents: 0)
+                XCTAssertEqual(poll(&p, 1, 5000), 1, "\(backend.engine): a completion within 5 s")
+                blk.completeReady()
+            }
+            func header(_ type: UInt32, _ sector: UInt64) throws {
+                try memory.write(type, at: GuestAddress(0x40000)); try memory.write(UInt32(0), at: GuestAddress(0x40004))
+                try memory.write(sector, at: GuestAddress(0x40008))
+            }
+            // A read of sectors 2-3 into two buffers: nothing is used until completion.
+            try header(0, 2)
+            try memory.write(UInt8(0xFF), at: GuestAddress(0x50000))
+            try driver.request([(0x40000, 16, false), (0x41000, 512, true), (0x42000, 512, true), (0x50000, 1, true)], first: 0)
+            set(t, 0x50, 0)
+            try finish()
+            XCTAssertEqual(try driver.usedIndex(), 1, backend.engine)
+            XCTAssertEqual(try driver.usedEntry(0).length, 1025)
+            XCTAssertEqual(try memory.read(UInt8.self, at: GuestAddress(0x50000)), 0)
+            XCTAssertEqual(try memory.read(bytes: 2, at: GuestAddress(0x41000)), [2, 2])
+            XCTAssertEqual(try memory.read(bytes: 2, at: GuestAddress(0x42000)), [3, 3])
+            XCTAssertTrue(line.high, "used-buffer interrupt")
+            // A write whose header and data share one buffer, then a flush.
+            try header(1, 7)
+            try memory.fill(0x5A, count: 512, at: GuestAddress(0x40010))
+            try driver.request([(0x40000, 16 + 512, false), (0x50000, 1, true)], first: 4)
+            set(t, 0x50, 0)
+            try finish()
+            try header(4, 0)
+            try driver.request([(0x40000, 16, false), (0x50000, 1, true)], first: 6)
+            set(t, 0x50, 0)
+            try finish()
+            XCTAssertEqual(try driver.usedIndex(), 3)
+            XCTAssertEqual(try memory.read(UInt8.self, at: GuestAddress(0x50000)), 0)
+            XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: file))[7 * 512 + 100], 0x5A)
+            // Past the end: refused at once, never handed to the engine.
+            try header(0, 16)
+            try driver.request([(0x40000, 16, false), (0x41000, 512, true), (0x50000, 1, true)], first: 8)
+            set(t, 0x50, 0)
+            XCTAssertEqual(try driver.usedIndex(), 4)
+            XCTAssertEqual(try memory.read(UInt8.self, at: GuestAddress(0x50000)), 1)
+            // A reset while a request is with the engine: its late completion is dropped.
+            try header(0, 1)
+            try driver.request([(0x40000, 16, false), (0x41000, 512, true), (0x50000, 1, true)], first: 10)
+            set(t, 0x50, 0)
+            set(t, 0x70, 0)
+            try finish()
+            XCTAssertEqual(blk.inFlight, 0)
+            XCTAssertEqual(try driver.usedIndex(), 4, "nothing pushed after the reset")
+            XCTAssertEqual(t.statistics.completed, 4)
+            XCTAssertEqual(t.statistics.malformed, 0)
+        }
+    }
+
     func testAReadOnlyDiskRefusesWrites() throws {
         let memory = try GuestMemory(ranges: [(0, 0x10_0000)])
         let file = NSTemporaryDirectory() + "swiftvisor-ro-\(getpid()).img"
@@ -330,5 +451,56 @@ final class VirtioMMIOTests: XCTestCase {
         try driver.request([(0x40000, 16, false), (0x42000, 512, false), (0x50000, 1, true)])
         set(t, 0x50, 0)
         XCTAssertEqual(try memory.read(UInt8.self, at: GuestAddress(0x50000)), 1, "VIRTIO_BLK_S_IOERR")
+    }
+}
+
+final class VirtioConsoleTests: XCTestCase {
+    final class Collector: SerialOutput {
+        let bytes = Mutex<[UInt8]>([])
+        func write(_ byte: UInt8) { bytes.withLock { $0.append(byte) } }
+        var text: String { String(decoding: bytes.withLock { $0 }, as: UTF8.self) }
+    }
+
+    func testTransmitReceiveAndHeldInput() throws {
+        let memory = try GuestMemory(ranges: [(0, 0x10_0000)])
+        let out = Collector()
+        let console = VirtioConsole(output: out)
+        XCTAssertEqual(console.deviceType, 3)
+        var rx = VirtQueue(maximumSize: 256), tx = VirtQueue(maximumSize: 256)
+        var rxDriver = TestDriver(memory: memory, base: 0x10000), txDriver = TestDriver(memory: memory, base: 0x20000)
+        rxDriver.setUp(&rx)
+        txDriver.setUp(&tx)
+        // Transmit: what the guest writes reaches the console output, across buffers.
+        try memory.write(bytes: Array("hello, ".utf8), at: GuestAddress(0x40000))
+        try memory.write(bytes: Array("world".utf8), at: GuestAddress(0x41000))
+        try txDriver.request([(0x40000, 7, false), (0x41000, 5, false)])
+        XCTAssertEqual(try console.process(queue: VirtioConsole.transmitQueue, &tx, memory: memory), 1)
+        XCTAssertEqual(out.text, "hello, world")
+        XCTAssertEqual(try txDriver.usedEntry(0).length, 0)
+        // Receive: input typed before the guest offers buffers is held, then delivered.
+        console.enqueue(Array("ls\n".utf8))
+        XCTAssertEqual(try console.process(queue: VirtioConsole.receiveQueue, &rx, memory: memory), 0)
+        try rxDriver.request([(0x50000, 2, true)])
+        XCTAssertEqual(try console.process(queue: VirtioConsole.receiveQueue, &rx, memory: memory), 1)
+        XCTAssertEqual(try memory.read(bytes: 2, at: GuestAddress(0x50000)), Array("ls".utf8))
+        XCTAssertEqual(try rxDriver.usedEntry(0).length, 2)
+        try rxDriver.request([(0x51000, 16, true)], first: 1)
+        XCTAssertEqual(try console.process(queue: VirtioConsole.receiveQueue, &rx, memory: memory), 1)
+        XCTAssertEqual(try rxDriver.usedEntry(1).length, 1, "the rest: the newline")
+        // No input: a buffer the guest offers stays on the ring for later.
+        try rxDriver.request([(0x52000, 16, true)], first: 2)
+        XCTAssertEqual(try console.process(queue: VirtioConsole.receiveQueue, &rx, memory: memory), 0)
+        XCTAssertEqual(try rxDriver.usedIndex(), 2)
+        console.enqueue([0x71])
+        XCTAssertEqual(try console.process(queue: VirtioConsole.receiveQueue, &rx, memory: memory), 1)
+        XCTAssertEqual(try memory.read(UInt8.self, at: GuestAddress(0x52000)), 0x71)
+        // A guest that never reads: input beyond 64 KiB is dropped and counted.
+        console.enqueue([UInt8](repeating: 0x41, count: 70_000))
+        XCTAssertEqual(console.droppedInput, UInt64(70_000 - VirtioConsole.maximumPending))
+        // An emergency write, before any queue is up.
+        console.writeConfig(offset: 8, size: 4, value: 0x21)
+        XCTAssertEqual(out.text, "hello, world!")
+        console.reset()
+        XCTAssertEqual(try console.process(queue: VirtioConsole.receiveQueue, &rx, memory: memory), 0, "reset drops held input")
     }
 }

@@ -20,6 +20,28 @@ public protocol VirtioDevice: AnyObject, Sendable {
     func process(queue index: Int, _ queue: inout VirtQueue, memory: GuestMemory) throws(VirtQueueError) -> Int
     /// The driver reset the device: forget any request state.
     func reset()
+    /// An eventfd the machine's event loop watches for work the device finishes later
+    /// (a disk's I/O); nil for devices that answer every request at once.
+    var completionFD: Int32? { get }
+    /// `completionFD` became readable: finish what completed, through the completer.
+    func completeReady()
+    /// The transport's way to push requests finished after `process` returned.
+    func attach(_ completer: VirtioCompleter)
+}
+
+extension VirtioDevice {
+    public var completionFD: Int32? { nil }
+    public func completeReady() {}
+    public func attach(_ completer: VirtioCompleter) {}
+}
+
+/// How a device finishes a request after `process` returned: the transport pushes it to
+/// the used ring and interrupts the driver if it wants, under its own lock. Holds the
+/// transport weakly (the transport owns the device).
+public final class VirtioCompleter: Sendable {
+    private let body: @Sendable (Int, UInt16, UInt32) -> Void
+    public init(_ body: @escaping @Sendable (_ queue: Int, _ head: UInt16, _ written: UInt32) -> Void) { self.body = body }
+    public func complete(queue: Int, head: UInt16, written: UInt32) { body(queue, head, written) }
 }
 
 /// Feature bits of the transport and rings (virtio 1.2, 6).

@@ -7,7 +7,7 @@ import Synchronization
 /// interrupt status; the device handles requests. A malformed queue or chain is counted
 /// and sets DEVICE_NEEDS_RESET with a configuration-change interrupt, as the
 /// specification says; the VMM goes on.
-public final class VirtioMMIO: BusDevice {
+public final class VirtioMMIO: VirtioTransport {
     public static let windowSize: UInt64 = 0x1000
     /// Where the driver writes a queue's index to notify it (what an ioeventfd watches).
     public static let queueNotifyOffset: UInt64 = 0x050
@@ -19,40 +19,40 @@ public final class VirtioMMIO: BusDevice {
     private let interrupt: (any InterruptSource)?
 
     struct State {
-        var status: UInt32 = 0
-        var deviceFeatureSelect: UInt32 = 0
-        var driverFeatureSelect: UInt32 = 0
-        var driverFeatures: UInt64 = 0
-        var queueSelect: UInt32 = 0
-        var queues: [VirtQueue]
+        var common: VirtioTransportState
         var interruptStatus: UInt32 = 0
-        var configGeneration: UInt32 = 0
     }
     private let state: Mutex<State>
-
-    /// Counters `inspect` shows: requests completed, malformed chains, notifications.
-    public struct Counters: Sendable, Equatable {
-        public var completed: UInt64 = 0
-        public var malformed: UInt64 = 0
-        public var notifications: UInt64 = 0
-        public var lastError: String?
-    }
-    private let counters = Mutex(Counters())
+    private let counters = Mutex(VirtioCounters())
 
     public init(device: any VirtioDevice, memory: GuestMemory, interrupt: (any InterruptSource)?) {
         self.device = device
         self.memory = memory
         self.interrupt = interrupt
-        state = Mutex(State(queues: device.queueSizes.map { VirtQueue(maximumSize: $0) }))
+        state = Mutex(State(common: VirtioTransportState(queueSizes: device.queueSizes)))
+        device.attach(VirtioCompleter { [weak self] q, h, w in self?.complete(queue: q, head: h, written: w) })
     }
 
-    public var offeredFeatures: UInt64 {
-        device.offeredFeatures | VirtioFeature.version1 | VirtioFeature.ringIndirectDescriptors | VirtioFeature.ringEventIndex
+    /// A request the device finished late (a disk's I/O).
+    func complete(queue index: Int, head: UInt16, written: UInt32) {
+        state.withLock { s in
+            switch s.common.complete(queue: index, head: head, written: written, memory: memory, counters: counters) {
+            case .nothing: break
+            case .failed:
+                s.interruptStatus |= 2
+                interrupt?.setLevel(true)
+            case .usedBuffers:
+                s.interruptStatus |= 1
+                interrupt?.setLevel(true)
+            }
+        }
     }
 
-    public var statistics: Counters { counters.withLock { $0 } }
-    public var status: UInt32 { state.withLock { $0.status } }
-    public var negotiatedFeatures: UInt64 { state.withLock { $0.driverFeatures } }
+    public var offeredFeatures: UInt64 { VirtioTransportState.offered(device) }
+    public var transportName: String { "mmio" }
+    public var statistics: VirtioCounters { counters.withLock { $0 } }
+    public var status: UInt32 { state.withLock { $0.common.status } }
+    public var negotiatedFeatures: UInt64 { state.withLock { $0.common.driverFeatures } }
 
     // Register offsets.
     static let magicValue = 0x000, version = 0x004, deviceID = 0x008, vendorID = 0x00C
@@ -72,20 +72,18 @@ public final class VirtioMMIO: BusDevice {
         // 32-bit accesses).
         guard data.size == 4 else { data.value = 0; return }
         data.value = UInt64(state.withLock { s -> UInt32 in
-            let q = Int(s.queueSelect)
+            let q = s.common.selectedQueue
             switch o {
             case VirtioMMIO.magicValue: return VirtioMMIO.magic
             case VirtioMMIO.version: return 2
             case VirtioMMIO.deviceID: return device.deviceType
             case VirtioMMIO.vendorID: return VirtioMMIO.vendor
-            case VirtioMMIO.deviceFeatures:
-                let f = offeredFeatures
-                return s.deviceFeatureSelect == 0 ? UInt32(truncatingIfNeeded: f) : s.deviceFeatureSelect == 1 ? UInt32(truncatingIfNeeded: f >> 32) : 0
-            case VirtioMMIO.queueNumMax: return q < s.queues.count ? UInt32(s.queues[q].maximumSize) : 0
-            case VirtioMMIO.queueReady: return q < s.queues.count && s.queues[q].ready ? 1 : 0
+            case VirtioMMIO.deviceFeatures: return s.common.deviceFeatureWord(offeredFeatures)
+            case VirtioMMIO.queueNumMax: return q.map { UInt32(s.common.queues[$0].maximumSize) } ?? 0
+            case VirtioMMIO.queueReady: return q.map { s.common.queues[$0].ready ? 1 : 0 } ?? 0
             case VirtioMMIO.interruptStatus: return s.interruptStatus
-            case VirtioMMIO.statusRegister: return s.status
-            case VirtioMMIO.configGeneration: return s.configGeneration
+            case VirtioMMIO.statusRegister: return s.common.status
+            case VirtioMMIO.configGeneration: return s.common.configGeneration
             default: return 0
             }
         })
@@ -101,39 +99,33 @@ public final class VirtioMMIO: BusDevice {
         let v = UInt32(truncatingIfNeeded: data.value)
         if o == VirtioMMIO.queueNotify { notify(queue: Int(v)); return }
         state.withLock { s in
-            let q = Int(s.queueSelect)
-            let configurable = q < s.queues.count && !s.queues[q].ready && s.status & VirtioStatus.driverOK == 0
+            let q = s.common.configurableQueue
             switch o {
-            case VirtioMMIO.deviceFeaturesSel: s.deviceFeatureSelect = v
-            case VirtioMMIO.driverFeaturesSel: s.driverFeatureSelect = v
-            case VirtioMMIO.driverFeatures:
-                // Only while negotiating (before FEATURES_OK).
-                guard s.status & VirtioStatus.featuresOK == 0, s.driverFeatureSelect < 2 else { break }
-                let shift = UInt64(s.driverFeatureSelect) * 32
-                s.driverFeatures = (s.driverFeatures & ~(0xFFFF_FFFF << shift)) | UInt64(v) << shift
-            case VirtioMMIO.queueSel: s.queueSelect = v
-            case VirtioMMIO.queueNum: if configurable { s.queues[q].size = UInt16(truncatingIfNeeded: v) }
-            case VirtioMMIO.queueDescLow: if configurable { s.queues[q].descriptorTable = VirtioMMIO.low(s.queues[q].descriptorTable, v) }
-            case VirtioMMIO.queueDescHigh: if configurable { s.queues[q].descriptorTable = VirtioMMIO.high(s.queues[q].descriptorTable, v) }
-            case VirtioMMIO.queueDriverLow: if configurable { s.queues[q].availableRing = VirtioMMIO.low(s.queues[q].availableRing, v) }
-            case VirtioMMIO.queueDriverHigh: if configurable { s.queues[q].availableRing = VirtioMMIO.high(s.queues[q].availableRing, v) }
-            case VirtioMMIO.queueDeviceLow: if configurable { s.queues[q].usedRing = VirtioMMIO.low(s.queues[q].usedRing, v) }
-            case VirtioMMIO.queueDeviceHigh: if configurable { s.queues[q].usedRing = VirtioMMIO.high(s.queues[q].usedRing, v) }
+            case VirtioMMIO.deviceFeaturesSel: s.common.deviceFeatureSelect = v
+            case VirtioMMIO.driverFeaturesSel: s.common.driverFeatureSelect = v
+            case VirtioMMIO.driverFeatures: s.common.writeDriverFeatureWord(v)
+            case VirtioMMIO.queueSel: s.common.queueSelect = v
+            case VirtioMMIO.queueNum: if let q { s.common.queues[q].size = UInt16(truncatingIfNeeded: v) }
+            case VirtioMMIO.queueDescLow: if let q { s.common.queues[q].descriptorTable = VirtioMMIO.low(s.common.queues[q].descriptorTable, v) }
+            case VirtioMMIO.queueDescHigh: if let q { s.common.queues[q].descriptorTable = VirtioMMIO.high(s.common.queues[q].descriptorTable, v) }
+            case VirtioMMIO.queueDriverLow: if let q { s.common.queues[q].availableRing = VirtioMMIO.low(s.common.queues[q].availableRing, v) }
+            case VirtioMMIO.queueDriverHigh: if let q { s.common.queues[q].availableRing = VirtioMMIO.high(s.common.queues[q].availableRing, v) }
+            case VirtioMMIO.queueDeviceLow: if let q { s.common.queues[q].usedRing = VirtioMMIO.low(s.common.queues[q].usedRing, v) }
+            case VirtioMMIO.queueDeviceHigh: if let q { s.common.queues[q].usedRing = VirtioMMIO.high(s.common.queues[q].usedRing, v) }
             case VirtioMMIO.queueReady:
-                guard q < s.queues.count else { break }
-                if v == 0 { s.queues[q].ready = false; break }
-                do throws(VirtQueueError) {
-                    try s.queues[q].validate(memory)
-                    s.queues[q].eventIndex = s.driverFeatures & VirtioFeature.ringEventIndex != 0
-                    s.queues[q].ready = true
-                } catch {
-                    fail(&s, error)
-                }
+                guard let sel = s.common.selectedQueue else { break }
+                if v == 0 { s.common.queues[sel].ready = false; break }
+                do throws(VirtQueueError) { try s.common.enableQueue(memory) } catch { fail(&s, error) }
             case VirtioMMIO.interruptACK:
                 s.interruptStatus &= ~v
                 interrupt?.setLevel(s.interruptStatus != 0)
             case VirtioMMIO.statusRegister:
-                setStatus(&s, v)
+                if s.common.writeStatus(v, offered: offeredFeatures) {
+                    // Reset: queues, features, interrupts (virtio 1.2, 2.1.1).
+                    s.interruptStatus = 0
+                    interrupt?.setLevel(false)
+                    device.reset()
+                }
             default:
                 break
             }
@@ -143,27 +135,8 @@ public final class VirtioMMIO: BusDevice {
     static func low(_ a: GuestAddress, _ v: UInt32) -> GuestAddress { GuestAddress((a.value & ~0xFFFF_FFFF) | UInt64(v)) }
     static func high(_ a: GuestAddress, _ v: UInt32) -> GuestAddress { GuestAddress((a.value & 0xFFFF_FFFF) | UInt64(v) << 32) }
 
-    private func setStatus(_ s: inout State, _ v: UInt32) {
-        if v == 0 {
-            // Reset: queues, features, interrupts (virtio 1.2, 2.1.1).
-            s = State(queues: s.queues.map { var q = $0; q.reset(); return q })
-            interrupt?.setLevel(false)
-            device.reset()
-            return
-        }
-        var value = v
-        if v & VirtioStatus.featuresOK != 0 && s.status & VirtioStatus.featuresOK == 0 {
-            // Accept only a subset of what was offered, with VERSION_1 (no legacy).
-            let ok = s.driverFeatures & ~offeredFeatures == 0 && s.driverFeatures & VirtioFeature.version1 != 0
-            if !ok { value &= ~VirtioStatus.featuresOK }
-        }
-        s.status = value | (s.status & VirtioStatus.needsReset)
-    }
-
     private func fail(_ s: inout State, _ error: VirtQueueError) {
-        counters.withLock { $0.malformed += 1; $0.lastError = error.description }
-        s.status |= VirtioStatus.needsReset
-        s.configGeneration &+= 1
+        s.common.fail(error, counters: counters)
         s.interruptStatus |= 2 // configuration change
         interrupt?.setLevel(true)
     }
@@ -172,17 +145,19 @@ public final class VirtioMMIO: BusDevice {
     /// device takes what is available and the driver is interrupted if it wants.
     public func notify(queue index: Int) {
         counters.withLock { $0.notifications += 1 }
+        serve(queue: index)
+    }
+
+    /// Serves queue `index` because the device has work for it (console input), not
+    /// because the driver asked.
+    public func serve(queue index: Int) {
         state.withLock { s in
-            guard index >= 0, index < s.queues.count, s.queues[index].ready,
-                  s.status & VirtioStatus.driverOK != 0, s.status & VirtioStatus.needsReset == 0 else { return }
-            do throws(VirtQueueError) {
-                let n = try device.process(queue: index, &s.queues[index], memory: memory)
-                if n > 0 { counters.withLock { $0.completed += UInt64(n) } }
-            } catch {
-                fail(&s, error)
-                return
-            }
-            if s.queues[index].needsInterrupt(memory) {
+            switch s.common.serve(queue: index, device: device, memory: memory, counters: counters) {
+            case .nothing: break
+            case .failed:
+                s.interruptStatus |= 2
+                interrupt?.setLevel(true)
+            case .usedBuffers:
                 s.interruptStatus |= 1 // used buffer
                 interrupt?.setLevel(true)
             }
@@ -191,7 +166,7 @@ public final class VirtioMMIO: BusDevice {
 
     /// Every queue: for a notification that does not say which (a shared ioeventfd).
     public func notifyAll() {
-        let count = state.withLock { $0.queues.count }
+        let count = state.withLock { $0.common.queues.count }
         for i in 0..<count { notify(queue: i) }
     }
 

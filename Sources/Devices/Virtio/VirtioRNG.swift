@@ -1,26 +1,25 @@
+import CLinux
 import Glibc
 import GuestMemory
 
 /// virtio-rng (entropy device, type 4; virtio 1.2, 5.4): one queue of device-writable
-/// buffers, each filled from the host's `/dev/urandom` (opened once, at creation, so the
-/// device needs no `open` while the guest runs). A request is capped at 64 KiB, so a
-/// guest asking for gigabytes gets them a piece at a time and cannot stall the VMM.
+/// buffers, each filled from the host kernel's random pool with `getrandom(2)` (no file
+/// to open, and it works inside a jail without /dev). A request is capped at 64 KiB, so
+/// a guest asking for gigabytes gets them a piece at a time and cannot stall the VMM.
 public final class VirtioRNG: VirtioDevice {
     public static let maximumRequest = 64 * 1024
     public let deviceType: UInt32 = 4
     public let offeredFeatures: UInt64 = 0
     public let queueSizes: [UInt16] = [256]
 
-    private let source: Int32
-
     public struct Failure: Error, CustomStringConvertible, Sendable { public let description: String }
 
+    /// Checks once that the host's getrandom works, so that a broken host is an error at
+    /// start rather than empty buffers later.
     public init() throws(Failure) {
-        source = open("/dev/urandom", O_RDONLY | O_CLOEXEC)
-        guard source >= 0 else { throw Failure(description: "cannot open /dev/urandom: \(String(cString: strerror(errno)))") }
+        var probe: UInt8 = 0
+        guard getrandom(&probe, 1, 0) == 1 else { throw Failure(description: "getrandom: \(String(cString: strerror(errno)))") }
     }
-
-    deinit { close(source) }
 
     public func readConfig(offset: Int, size: Int) -> UInt64 { 0 }
     public func writeConfig(offset: Int, size: Int, value: UInt64) {}
@@ -33,7 +32,7 @@ public final class VirtioRNG: VirtioDevice {
             var bytes = [UInt8](repeating: 0, count: wanted)
             var filled = 0
             while filled < wanted {
-                let n = bytes.withUnsafeMutableBytes { read(source, $0.baseAddress! + filled, wanted - filled) }
+                let n = bytes.withUnsafeMutableBytes { b in getrandom(b.baseAddress.map { $0 + filled }, wanted - filled, 0) }
                 if n < 0 && errno == EINTR { continue }
                 if n <= 0 { break }
                 filled += n

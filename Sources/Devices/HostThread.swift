@@ -1,7 +1,8 @@
 import Glibc
 
-/// A plain pthread for a vCPU: a vCPU blocks in `KVM_RUN` for as long as the guest
-/// runs, so it needs a thread of its own, outside any cooperative task pool.
+/// A plain pthread, for work that blocks: a vCPU in `KVM_RUN` for as long as the guest
+/// runs, a disk's I/O worker in `preadv`. Such work needs threads of its own, outside
+/// any cooperative task pool. (In `Devices`, the lowest module that starts threads.)
 public enum HostThread {
     private final class Body {
         let run: @Sendable () -> Void
