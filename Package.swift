@@ -50,7 +50,7 @@ let package = Package(
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "CLinux", "GuestMemory", "Boot", "VMM", "TestSupport"]),
-        .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory"]),
+        .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory", "CLinux"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory", "TestSupport", "KernelImage", "CLzma", "CZlib", "CZstd", "CLZ4"]),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "Control", "KVM", "Boot", "Devices", "GuestMemory", "TestSupport", "HostCheck"]),
         .testTarget(name: "ControlTests", dependencies: ["Control", "VMM", "Boot", "Devices", "TestSupport"]),

@@ -8,6 +8,7 @@
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/random.h>
+#include <sys/timerfd.h>
 #include <errno.h>
 #include <cpuid.h>
 #include <sys/syscall.h>

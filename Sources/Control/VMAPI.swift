@@ -86,9 +86,13 @@ public struct VMAPI: Sendable {
                                                  ("completed", .uint(c.completed)), ("notifications", .uint(c.notifications)),
                                                  ("malformed", .uint(c.malformed))]
             if let e = c.lastError { virtio.append(("lastError", .string(e))) }
+            if let r = v.device as? VirtioRNG, let l = r.rateLimit.bytesPerSecond {
+                virtio.append(("rateLimit", .object([("bytesPerSecond", .uint(l)), ("throttled", .uint(r.throttled))])))
+            }
             if let b = v.device as? VirtioBlock {
                 virtio.append(("block", .object([("engine", .string(b.engine)), ("direct", .bool(b.direct)),
-                                                 ("capacitySectors", .uint(b.capacity)), ("inFlight", .uint(UInt64(b.inFlight)))])))
+                                                 ("capacitySectors", .uint(b.capacity)), ("inFlight", .uint(UInt64(b.inFlight))),
+                                                 ("throttled", .uint(b.throttled))])))
             }
             if let p = v as? VirtioPCI {
                 virtio.append(("pci", .object([("address", .string(p.pciAddress ?? "")), ("bar0", hex(p.barAddress)),

@@ -7,9 +7,10 @@ import VMM
 ///
 ///     {"name": "web", "memory": "64M", "cpus": 1, "testDevices": false, "pit": true,
 ///      "hostQuirks": false, "pvh": false, "symbols": "System.map", "timeout": 30,
-///      "onReboot": "exit" | "restart", "rng": false, "virtioConsole": false,
+///      "onReboot": "exit" | "restart", "rng": false, "rngLimit": "64K", "virtioConsole": false,
 ///      "virtioTransport": "pci" | "mmio",
-///      "disks": [{"path": "disk.img", "readonly": false, "id": "vda", "serial": "...", "direct": false}],
+///      "disks": [{"path": "disk.img", "readonly": false, "id": "vda", "serial": "...", "direct": false,
+///                 "bandwidth": "10M", "iops": 1000}],
 ///      "boot": {"demo": true}
 ///            | {"image": "guest.bin", "mode": "long", "loadAddress": "0x100000", "entry": "0x100000"}
 ///            | {"kernel": "vmlinux", "cmdline": "console=ttyS0", "initrd": "initrd.cpio"}}
@@ -34,7 +35,7 @@ public struct VMDescription: Equatable, Sendable, Decodable {
     }
 
     enum Keys: String, CodingKey, CaseIterable {
-        case name, memory, cpus, boot, testDevices, pit, hostQuirks, pvh, symbols, timeout, onReboot, kvmDevice, disks, rng, virtioConsole, virtioTransport
+        case name, memory, cpus, boot, testDevices, pit, hostQuirks, pvh, symbols, timeout, onReboot, kvmDevice, disks, rng, rngLimit, virtioConsole, virtioTransport
     }
 
     public init(from decoder: any Decoder) throws {
@@ -52,6 +53,7 @@ public struct VMDescription: Equatable, Sendable, Decodable {
         if let k = try c.decodeIfPresent(String.self, forKey: .kvmDevice) { config.kvmPath = k }
         config.disks = try c.decodeIfPresent([DiskValue].self, forKey: .disks)?.map(\.disk) ?? []
         config.rng = try c.decodeIfPresent(Bool.self, forKey: .rng) ?? false
+        config.rngBytesPerSecond = try c.decodeIfPresent(SizeValue.self, forKey: .rngLimit)?.bytes
         config.virtioConsole = try c.decodeIfPresent(Bool.self, forKey: .virtioConsole) ?? false
         if let t = try c.decodeIfPresent(String.self, forKey: .virtioTransport) {
             guard let kind = VirtioTransportKind(rawValue: t) else {
@@ -139,10 +141,13 @@ public struct VMDescription: Equatable, Sendable, Decodable {
                 if let id = d.id { f.append(("id", .string(id))) }
                 if let s = d.serial { f.append(("serial", .string(s))) }
                 if d.direct { f.append(("direct", .bool(true))) }
+                if let b = d.bytesPerSecond { f.append(("bandwidth", .uint(b))) }
+                if let o = d.operationsPerSecond { f.append(("iops", .uint(o))) }
                 return .object(f)
             })))
         }
         if c.rng { o.append(("rng", .bool(true))) }
+        if let l = c.rngBytesPerSecond { o.append(("rngLimit", .uint(l))) }
         if c.virtioConsole { o.append(("virtioConsole", .bool(true))) }
         if c.virtioTransport != .pci { o.append(("virtioTransport", .string(c.virtioTransport.rawValue))) }
         if let t = timeoutSeconds { o.append(("timeout", .double(t))) }
@@ -155,12 +160,14 @@ public struct VMDescription: Equatable, Sendable, Decodable {
 /// "direct": false, "cache": "writeback" | "none"}`.
 public struct DiskValue: Decodable {
     public let disk: DiskConfig
-    enum Keys: String, CodingKey, CaseIterable { case path, readonly, id, serial, direct, cache }
+    enum Keys: String, CodingKey, CaseIterable { case path, readonly, id, serial, direct, cache, bandwidth, iops }
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: Keys.self)
         var d = DiskConfig(path: try c.decode(String.self, forKey: .path), readOnly: try c.decodeIfPresent(Bool.self, forKey: .readonly) ?? false,
                            id: try c.decodeIfPresent(String.self, forKey: .id), serial: try c.decodeIfPresent(String.self, forKey: .serial))
         d.direct = try c.decodeIfPresent(Bool.self, forKey: .direct) ?? false
+        d.bytesPerSecond = try c.decodeIfPresent(SizeValue.self, forKey: .bandwidth)?.bytes
+        d.operationsPerSecond = try c.decodeIfPresent(UInt64.self, forKey: .iops)
         switch try c.decodeIfPresent(String.self, forKey: .cache) {
         case nil, "writeback": break
         case "none": d.direct = true
@@ -169,7 +176,7 @@ public struct DiskValue: Decodable {
         disk = d
     }
 
-    /// `--disk PATH[,readonly][,id=NAME][,serial=S][,direct][,cache=none|writeback]`.
+    /// `--disk PATH[,readonly][,id=NAME][,serial=S][,direct][,cache=none|writeback][,bw=SIZE][,iops=N]`.
     public static func parse(_ text: String) -> DiskConfig? {
         let parts = text.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
         guard let path = parts.first, !path.isEmpty else { return nil }
@@ -180,6 +187,8 @@ public struct DiskValue: Decodable {
             else if p.hasPrefix("serial=") { d.serial = String(p.dropFirst(7)) }
             else if p == "direct" || p == "cache=none" { d.direct = true }
             else if p == "cache=writeback" { continue }
+            else if p.hasPrefix("bw="), let n = ByteSize.parse(String(p.dropFirst(3))) { d.bytesPerSecond = n }
+            else if p.hasPrefix("iops="), let n = UInt64(p.dropFirst(5)) { d.operationsPerSecond = n }
             else { return nil }
         }
         return d

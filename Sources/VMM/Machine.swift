@@ -129,7 +129,7 @@ public final class Machine: Sendable {
         for endpoint in virtio {
             loop.add(endpoint.notifyFD) { _ in endpoint.serviceNotification() }
             let device = endpoint.transport.device
-            if let fd = device.completionFD { loop.add(fd) { _ in device.completeReady() } }
+            for fd in device.eventFDs { loop.add(fd) { _ in device.eventReady(fd) } }
         }
         // The stop request ends the loop's wait (a VMM process replaces this handler
         // with its own, which also collects the machine).
@@ -143,7 +143,7 @@ public final class Machine: Sendable {
             loop.remove(stopSwitch.stopEvent)
             for endpoint in virtio {
                 loop.remove(endpoint.notifyFD)
-                if let fd = endpoint.transport.device.completionFD { loop.remove(fd) }
+                for fd in endpoint.transport.device.eventFDs { loop.remove(fd) }
             }
         }
         stopSwitch.kickAll()

@@ -86,12 +86,13 @@ extension Machine {
                 // One queue per vCPU (up to the device's limit), all sharing one backend.
                 let queues = min(config.vcpuCount, VirtioBlock.maximumQueues)
                 made.append((disk.id(index: i), "virtio-blk \(disk.path)" + (disk.readOnly ? " (read-only)" : ""),
-                             try VirtioBlock(path: disk.path, readOnly: disk.readOnly, serial: disk.serial, direct: disk.direct,
-                                             queues: queues, memory: memory, backend: BlockBackends.make(queueDepth: 256 * queues))))
+                             try VirtioBlock(path: disk.path, readOnly: disk.readOnly, serial: disk.serial, direct: disk.direct, queues: queues,
+                                             rateLimit: RateLimit(bytesPerSecond: disk.bytesPerSecond, operationsPerSecond: disk.operationsPerSecond),
+                                             memory: memory, backend: BlockBackends.make(queueDepth: 256 * queues))))
             } catch { throw .device(error.description) }
         }
         if config.rng {
-            do { made.append(("rng", "virtio-rng", try VirtioRNG())) } catch { throw .device(error.description) }
+            do { made.append(("rng", "virtio-rng", try VirtioRNG(bytesPerSecond: config.rngBytesPerSecond))) } catch { throw .device(error.description) }
         }
         if config.virtioConsole { made.append(("hvc0", "virtio-console", VirtioConsole(output: console))) }
         guard !made.isEmpty else { return [] }

@@ -26,8 +26,9 @@ public struct MachineConfig: Equatable, Sendable {
     public var symbolFile: String? = nil
     /// virtio-blk disks, in the order the guest sees them (the first is /dev/vda).
     public var disks: [DiskConfig] = []
-    /// A virtio-rng entropy device.
+    /// A virtio-rng entropy device, and at most how many bytes a second it gives.
     public var rng: Bool = false
+    public var rngBytesPerSecond: UInt64?
     /// A virtio console (the guest's hvc0), beside the 8250; it takes the console's
     /// input.
     public var virtioConsole: Bool = false
@@ -78,6 +79,8 @@ public struct MachineConfig: Equatable, Sendable {
         if case .demo = boot, memorySize < DemoGuest.minimumMemory {
             throw .invalid("memory", "the demo guest needs at least \(ByteSize.format(DemoGuest.minimumMemory))")
         }
+        if rngBytesPerSecond != nil && !rng { throw .invalid("rng-limit", "limits an entropy device: add --rng") }
+        if rngBytesPerSecond == 0 { throw .invalid("rng-limit", "0 bytes a second would stop the entropy device; leave it out for none") }
         let others = (rng ? 1 : 0) + (virtioConsole ? 1 : 0)
         if !disks.isEmpty || others > 0 {
             let field = !disks.isEmpty ? "disk" : rng ? "rng" : "virtio-console"
@@ -91,6 +94,7 @@ public struct MachineConfig: Equatable, Sendable {
             guard !d.path.isEmpty else { throw .invalid("disk", "disk \(i + 1) has no path") }
             guard ids.insert(d.id(index: i)).inserted else { throw .invalid("disk", "two disks with the id '\(d.id(index: i))'") }
             if let s = d.serial, s.utf8.count > 20 { throw .invalid("disk", "serial '\(s)' is longer than virtio's 20 bytes") }
+            if d.bytesPerSecond == 0 || d.operationsPerSecond == 0 { throw .invalid("disk", "disk \(i + 1): a rate limit of 0 would stop it; leave it out for none") }
         }
         if case let .flat(_, mode, load, entry) = boot {
             if mode == .real, let load, load >= 0x10_0000 {
@@ -119,6 +123,9 @@ public struct DiskConfig: Equatable, Sendable {
     /// O_DIRECT: bypass the host's page cache (`direct`, `cache=none`); the guest's
     /// buffers must then be aligned as the host's disk wants, which Linux's are.
     public var direct = false
+    /// Rate limits (token buckets refilled each second): bytes and requests a second.
+    public var bytesPerSecond: UInt64?
+    public var operationsPerSecond: UInt64?
 
     public init(path: String, readOnly: Bool = false, id: String? = nil, serial: String? = nil) {
         self.path = path

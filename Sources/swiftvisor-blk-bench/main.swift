@@ -123,7 +123,7 @@ func throughDevice(_ p: Pattern) throws -> (bytes: UInt64, seconds: Double) {
     let notify = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
     let done = Atomic<Bool>(false)
     loop.add(notify) { _ in var n: UInt64 = 0; _ = read(notify, &n, 8); transport.notifyAll() }
-    if let fd = block.completionFD { loop.add(fd) { _ in block.completeReady() } }
+    for fd in block.eventFDs { loop.add(fd) { _ in block.eventReady(fd) } }
     guard let thread = HostThread.spawn({ loop.run(until: { done.load(ordering: .acquiring) }) }) else { throw Failure("no thread") }
     defer {
         done.store(true, ordering: .releasing)
@@ -198,6 +198,7 @@ func direct(_ p: Pattern) throws -> (bytes: UInt64, seconds: Double) {
     }
     let start = monotonicNanoseconds(), end = start + UInt64(seconds * 1e9)
     for slot in 0..<p.depth { try submit(slot: slot) }
+    engine.flush()
     var inFlight = p.depth
     while inFlight > 0 {
         var pfd = pollfd(fd: engine.completionFD, events: Int16(POLLIN), revents: 0)
@@ -208,6 +209,7 @@ func direct(_ p: Pattern) throws -> (bytes: UInt64, seconds: Double) {
             inFlight -= 1
             if monotonicNanoseconds() < end { try submit(slot: Int(c.token)); inFlight += 1 }
         }
+        engine.flush()
     }
     return (bytes, Double(monotonicNanoseconds() - start) / 1e9)
 }

@@ -260,11 +260,14 @@ struct VMFlags: ParsableArguments {
     @Flag(name: .long, help: "Boot a vmlinux through its PVH entry (32-bit, hvm_start_info) instead of the 64-bit boot protocol.")
     var pvh = false
 
-    @Option(name: .long, parsing: .unconditionalSingleValue, help: ArgumentHelp("A virtio-blk disk: a raw image or block device, PATH[,readonly][,id=NAME][,serial=S][,direct][,cache=none|writeback] (direct and cache=none open it with O_DIRECT); repeat for more (the first is /dev/vda). Kernels only.", valueName: "disk"))
+    @Option(name: .long, parsing: .unconditionalSingleValue, help: ArgumentHelp("A virtio-blk disk: a raw image or block device, PATH[,readonly][,id=NAME][,serial=S][,direct][,cache=none|writeback][,bw=SIZE][,iops=N] (direct and cache=none open it with O_DIRECT; bw and iops limit bytes and requests a second); repeat for more (the first is /dev/vda). Kernels only.", valueName: "disk"))
     var disk: [String] = []
 
     @Flag(name: .long, help: "Add a virtio-rng entropy device (from the host's /dev/urandom). Kernels only.")
     var rng = false
+
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("At most this many bytes a second from the entropy device (a token bucket): a guest draining the host's entropy is slowed down.", valueName: "size"))
+    var rngLimit: String?
 
     @Flag(name: .long, help: "Add a virtio console (the guest's hvc0: boot Linux with console=hvc0): its output goes where the 8250's does, and it takes the console's input. Kernels only.")
     var virtioConsole = false

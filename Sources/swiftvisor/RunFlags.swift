@@ -46,8 +46,10 @@ struct RunFlags {
         Flag(name: "--system-map", takesValue: true, fastPath: false) { s, v in s.systemMap = v },
         Flag(name: "--pvh", takesValue: false, fastPath: false) { s, _ in s.pvh = true },
         Flag(name: "--disk", takesValue: true, fastPath: false) { s, v throws(Failure) in
-            s.disks.append(try value("--disk", v, DiskValue.parse, "a disk (PATH[,readonly][,id=NAME][,serial=S][,direct][,cache=none|writeback])")) },
+            s.disks.append(try value("--disk", v, DiskValue.parse, "a disk (PATH[,readonly][,id=NAME][,serial=S][,direct][,cache=none|writeback][,bw=SIZE][,iops=N])")) },
         Flag(name: "--rng", takesValue: false, fastPath: false) { s, _ in s.rng = true },
+        Flag(name: "--rng-limit", takesValue: true, fastPath: false) { s, v throws(Failure) in
+            s.rngLimit = try value("--rng-limit", v, ByteSize.parse, "a size a second (64K, 1M or a byte count)") },
         Flag(name: "--virtio-console", takesValue: false, fastPath: false) { s, _ in s.virtioConsole = true },
         Flag(name: "--virtio-transport", takesValue: true, fastPath: false) { s, v throws(Failure) in
             s.virtioTransport = try value("--virtio-transport", v, VirtioTransportKind.init(rawValue:), "pci or mmio") },
@@ -120,6 +122,7 @@ struct RunSettings {
     var disks: [DiskConfig] = [], rng = false
     var virtioTransport: VirtioTransportKind?
     var virtioConsole = false
+    var rngLimit: UInt64?
     var memory: UInt64?, cpus: Int?, testDevices = false, noPIT = false
     var quirks = Quirks.auto, restartOnReboot: Bool?, timeout: Double?
     var stats = false, json = false, verbose = false, kvmDevice: String?
@@ -163,6 +166,7 @@ struct RunSettings {
         if !disks.isEmpty { d.config.disks = disks }
         if rng { d.config.rng = true }
         if virtioConsole { d.config.virtioConsole = true }
+        if let rngLimit { d.config.rngBytesPerSecond = rngLimit }
         if let virtioTransport { d.config.virtioTransport = virtioTransport }
         if let memory { d.config.memorySize = memory }
         if let cpus { d.config.vcpuCount = cpus }

@@ -38,7 +38,7 @@ final class VMDescriptionTests: XCTestCase {
     }
 
     func testErrorsNameTheFieldByItsPath() {
-        XCTAssertEqual(error(#"{"memroy": "64M"}"#), "unknown field \"memroy\" (known: name, memory, cpus, boot, testDevices, pit, hostQuirks, pvh, symbols, timeout, onReboot, kvmDevice, disks, rng, virtioConsole, virtioTransport)")
+        XCTAssertEqual(error(#"{"memroy": "64M"}"#), "unknown field \"memroy\" (known: name, memory, cpus, boot, testDevices, pit, hostQuirks, pvh, symbols, timeout, onReboot, kvmDevice, disks, rng, rngLimit, virtioConsole, virtioTransport)")
         XCTAssertTrue(error(#"{"boot": {"image": "a", "colour": 1}}"#).hasPrefix("unknown field \"boot.colour\""))
         XCTAssertEqual(error(#"{"cpus": "two"}"#), "\"cpus\": must be a whole number")
         XCTAssertEqual(error(#"{"cpus": 1e30}"#), "\"cpus\": must be a whole number from \(Int.min) to \(Int.max)", "never a trap on a huge number")
@@ -113,5 +113,14 @@ final class VirtioConfigTests: XCTestCase {
         XCTAssertTrue(failure(#"{"virtioTransport": "usb"}"#).contains("\"virtioTransport\": must be \"pci\" or \"mmio\""), failure(#"{"virtioTransport": "usb"}"#))
         XCTAssertTrue(failure(#"{"boot": {"kernel": "k"}, "disks": [{"path": "a", "cache": "unsafe"}]}"#).contains("disks[0].cache"))
         XCTAssertTrue(failure(#"{"virtioConsole": true}"#).contains("virtio devices need a kernel"))
+        let limited = try VMDescription.parse(#"{"boot": {"kernel": "k"}, "rng": true, "rngLimit": "64K", "disks": [{"path": "a", "bandwidth": "10M", "iops": 500}]}"#)
+        XCTAssertEqual(limited.config.rngBytesPerSecond, 64 << 10)
+        XCTAssertEqual(limited.config.disks[0].bytesPerSecond, 10 << 20)
+        XCTAssertEqual(limited.config.disks[0].operationsPerSecond, 500)
+        XCTAssertEqual(try VMDescription.parse(limited.json.rendered), limited, "round trip")
+        XCTAssertEqual(DiskValue.parse("a,bw=1M,iops=20")?.bytesPerSecond, 1 << 20)
+        XCTAssertNil(DiskValue.parse("a,iops=lots"))
+        XCTAssertTrue(failure(#"{"boot": {"kernel": "k"}, "rngLimit": "1K"}"#).contains("add --rng"))
+        XCTAssertTrue(failure(#"{"boot": {"kernel": "k"}, "disks": [{"path": "a", "iops": 0}]}"#).contains("a rate limit of 0"))
     }
 }

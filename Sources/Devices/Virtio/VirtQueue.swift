@@ -62,6 +62,10 @@ public struct VirtQueue: Sendable, Equatable {
     /// The driver's available index (how far it has filled the ring).
     func availableIndex(_ memory: GuestMemory) throws(VirtQueueError) -> UInt16 { try u16(memory, availableRing, 2, "available ring") }
 
+    /// Puts the last request taken back, for the device to take again later (its rate
+    /// limiter said wait).
+    public mutating func undoPop() { nextAvailable &-= 1 }
+
     /// Whether the driver has put requests the device has not taken yet.
     public func hasAvailable(_ memory: GuestMemory) throws(VirtQueueError) -> Bool {
         guard ready else { return false }

@@ -20,17 +20,22 @@ public protocol VirtioDevice: AnyObject, Sendable {
     func process(queue index: Int, _ queue: inout VirtQueue, memory: GuestMemory) throws(VirtQueueError) -> Int
     /// The driver reset the device: forget any request state.
     func reset()
-    /// An eventfd the machine's event loop watches for work the device finishes later
-    /// (a disk's I/O); nil for devices that answer every request at once.
-    var completionFD: Int32? { get }
-    /// `completionFD` became readable: finish what completed, through the completer.
+    /// Descriptors the machine's event loop watches for the device: its I/O engine's
+    /// completions, its rate limiter's timer. Empty for devices that answer every
+    /// request at once.
+    var eventFDs: [Int32] { get }
+    /// One of `eventFDs` became readable (called on the event loop's thread).
+    func eventReady(_ fd: Int32)
+    /// Finishes what the device's engine has completed, if anything (the transport
+    /// calls it after serving a queue: io_uring completes page-cache hits at once).
     func completeReady()
     /// The transport's way to push requests finished after `process` returned.
     func attach(_ completer: VirtioCompleter)
 }
 
 extension VirtioDevice {
-    public var completionFD: Int32? { nil }
+    public var eventFDs: [Int32] { [] }
+    public func eventReady(_ fd: Int32) {}
     public func completeReady() {}
     public func attach(_ completer: VirtioCompleter) {}
 }
@@ -40,8 +45,16 @@ extension VirtioDevice {
 /// transport weakly (the transport owns the device).
 public final class VirtioCompleter: Sendable {
     private let body: @Sendable (Int, UInt16, UInt32) -> Void
-    public init(_ body: @escaping @Sendable (_ queue: Int, _ head: UInt16, _ written: UInt32) -> Void) { self.body = body }
+    private let serveBody: @Sendable (Int) -> Void
+    public init(complete: @escaping @Sendable (_ queue: Int, _ head: UInt16, _ written: UInt32) -> Void,
+                serve: @escaping @Sendable (_ queue: Int) -> Void) {
+        body = complete
+        serveBody = serve
+    }
     public func complete(queue: Int, head: UInt16, written: UInt32) { body(queue, head, written) }
+    /// Serves queue `queue` again (the device stopped taking requests for a while: its
+    /// rate limiter).
+    public func serve(queue: Int) { serveBody(queue) }
 }
 
 /// Feature bits of the transport and rings (virtio 1.2, 6).

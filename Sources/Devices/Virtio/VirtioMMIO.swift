@@ -30,7 +30,8 @@ public final class VirtioMMIO: VirtioTransport {
         self.memory = memory
         self.interrupt = interrupt
         state = Mutex(State(common: VirtioTransportState(queueSizes: device.queueSizes)))
-        device.attach(VirtioCompleter { [weak self] q, h, w in self?.complete(queue: q, head: h, written: w) })
+        device.attach(VirtioCompleter(complete: { [weak self] q, h, w in self?.complete(queue: q, head: h, written: w) },
+                                      serve: { [weak self] q in self?.serve(queue: q) }))
     }
 
     /// A request the device finished late (a disk's I/O).
@@ -162,6 +163,9 @@ public final class VirtioMMIO: VirtioTransport {
                 interrupt?.setLevel(true)
             }
         }
+        // What the device's backend finished at once (io_uring completes page-cache
+        // reads during submission) is finished now, not one event-loop round later.
+        device.completeReady()
     }
 
     /// Every queue: for a notification that does not say which (a shared ioeventfd).

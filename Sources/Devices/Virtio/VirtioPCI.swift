@@ -80,7 +80,8 @@ public final class VirtioPCI: VirtioTransport, PCIFunction {
                                         writable: [0, 0, 0xFF, 0, 0, 0] + [UInt8](repeating: 0xFF, count: 12))
         state = Mutex(State(common: VirtioTransportState(queueSizes: device.queueSizes), config: config, msix: msix,
                             queueVectors: Array(repeating: VirtioPCI.noVector, count: queueCount), mappedBAR: bar))
-        device.attach(VirtioCompleter { [weak self] q, h, w in self?.complete(queue: q, head: h, written: w) })
+        device.attach(VirtioCompleter(complete: { [weak self] q, h, w in self?.complete(queue: q, head: h, written: w) },
+                                      serve: { [weak self] q in self?.serve(queue: q) }))
     }
 
     /// A request the device finished late (a disk's I/O).
@@ -324,6 +325,9 @@ public final class VirtioPCI: VirtioTransport, PCIFunction {
             case .usedBuffers: interrupt(&s, queue: index)
             }
         }
+        // What the device's backend finished at once (io_uring completes page-cache
+        // reads during submission) is finished now, not one event-loop round later.
+        device.completeReady()
     }
 
     public func notifyAll() {

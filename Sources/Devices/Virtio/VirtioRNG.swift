@@ -1,6 +1,7 @@
 import CLinux
 import Glibc
 import GuestMemory
+import Synchronization
 
 /// virtio-rng (entropy device, type 4; virtio 1.2, 5.4): one queue of device-writable
 /// buffers, each filled from the host kernel's random pool with `getrandom(2)` (no file
@@ -14,11 +15,26 @@ public final class VirtioRNG: VirtioDevice {
 
     public struct Failure: Error, CustomStringConvertible, Sendable { public let description: String }
 
+    /// Bytes a second (`--rng-limit`): a guest draining the host's entropy is slowed, its
+    /// requests left on the ring until the limiter's timer fires.
+    private let limiter: RateLimitTimer
+    private let completer = Mutex<VirtioCompleter?>(nil)
+
     /// Checks once that the host's getrandom works, so that a broken host is an error at
     /// start rather than empty buffers later.
-    public init() throws(Failure) {
+    public init(bytesPerSecond: UInt64? = nil) throws(Failure) {
         var probe: UInt8 = 0
         guard getrandom(&probe, 1, 0) == 1 else { throw Failure(description: "getrandom: \(String(cString: strerror(errno)))") }
+        do { limiter = try RateLimitTimer(RateLimit(bytesPerSecond: bytesPerSecond)) } catch { throw Failure(description: "virtio-rng: \(error.description)") }
+    }
+
+    public var rateLimit: RateLimit { limiter.limit }
+    public var throttled: UInt64 { limiter.throttled }
+    public var eventFDs: [Int32] { limiter.fd >= 0 ? [limiter.fd] : [] }
+    public func attach(_ completer: VirtioCompleter) { self.completer.withLock { $0 = completer } }
+    public func eventReady(_ fd: Int32) {
+        limiter.fired()
+        completer.withLock { $0 }?.serve(queue: 0)
     }
 
     public func readConfig(offset: Int, size: Int) -> UInt64 { 0 }
@@ -29,6 +45,10 @@ public final class VirtioRNG: VirtioDevice {
         var done = 0
         while let chain = try queue.pop(memory) {
             let wanted = Int(min(chain.writableLength, UInt64(VirtioRNG.maximumRequest)))
+            guard limiter.admit(bytes: UInt64(wanted)) else {
+                queue.undoPop()
+                break
+            }
             var bytes = [UInt8](repeating: 0, count: wanted)
             var filled = 0
             while filled < wanted {

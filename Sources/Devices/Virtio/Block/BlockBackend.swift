@@ -15,6 +15,10 @@ public enum BlockOperation: Sendable, Equatable {
 public struct BlockCompletion: Sendable, Equatable {
     public let token: UInt64
     public let result: Int
+    public init(token: UInt64, result: Int) {
+        self.token = token
+        self.result = result
+    }
 }
 
 /// How virtio-blk's requests reach the disk without blocking the thread that serves the
@@ -27,9 +31,12 @@ public protocol BlockBackend: AnyObject, Sendable {
     var engine: String { get }
     /// Readable when completions are waiting for `reap()`.
     var completionFD: Int32 { get }
-    /// Starts `operation` on `fd`; callable from any thread. False if it could not be
-    /// started (the caller answers the request with an I/O error).
+    /// Queues `operation` on `fd`; callable from any thread. False if it could not be
+    /// queued (the caller serves the request itself). Queued operations start at the
+    /// latest at `flush()`, so that one system call starts a whole batch.
     func submit(_ operation: BlockOperation, fd: Int32, vectors: IOVectors, token: UInt64) -> Bool
+    /// Starts what `submit` queued.
+    func flush()
     /// The operations finished since the last call.
     func reap() -> [BlockCompletion]
 }

@@ -34,7 +34,9 @@ public final class IOURingBlockBackend: BlockBackend {
 
     deinit {
         state.withLock { s in
-            // Wait for what is in flight: its buffers are guest RAM.
+            // Start anything still queued, then wait for what is in flight: its buffers
+            // are guest RAM.
+            _ = io_uring_submit(&s.ring)
             while !s.inFlight.isEmpty {
                 var cqe: UnsafeMutablePointer<io_uring_cqe>?
                 guard io_uring_wait_cqe(&s.ring, &cqe) == 0, let c = cqe else { break }
@@ -64,12 +66,15 @@ public final class IOURingBlockBackend: BlockBackend {
                 io_uring_prep_fsync(e, fd, 0)
             }
             e.pointee.user_data = token
+            // The buffers stay alive in inFlight until completion (and the iovec array
+            // too: it is read when the batch is submitted, at flush).
             s.inFlight[token] = vectors
-            // The kernel copies the iovec array at submission (IORING_FEAT_SUBMIT_STABLE);
-            // the buffers themselves stay alive in inFlight until completion.
-            guard io_uring_submit(&s.ring) >= 0 else { s.inFlight[token] = nil; return false }
             return true
         }
+    }
+
+    public func flush() {
+        state.withLock { s in _ = io_uring_submit(&s.ring) }
     }
 
     public func reap() -> [BlockCompletion] {

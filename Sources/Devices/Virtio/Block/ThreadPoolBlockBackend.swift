@@ -55,6 +55,9 @@ public final class ThreadPoolBlockBackend: BlockBackend {
         return write(jobsFD, &one, 8) == 8
     }
 
+    /// Workers start each job as it is submitted.
+    public func flush() {}
+
     public func reap() -> [BlockCompletion] {
         var count: UInt64 = 0
         _ = read(completionFD, &count, 8)

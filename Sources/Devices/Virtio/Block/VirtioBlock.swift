@@ -50,6 +50,10 @@ public final class VirtioBlock: VirtioDevice {
         var epoch: UInt64 = 0
     }
     private let requests = Mutex(Requests())
+    /// Bandwidth and operations per second (`bw=`, `iops=`): requests beyond them stay on
+    /// the ring until the limiter's timer (a timerfd the event loop watches) fires.
+    private let limiter: RateLimitTimer
+    public var rateLimit: RateLimit { limiter.limit }
 
     public static let maximumQueues = 8
     static let sectorSize: UInt64 = 512
@@ -69,7 +73,7 @@ public final class VirtioBlock: VirtioDevice {
     /// write one image. `memory` and `backend` make reads, writes and flushes
     /// asynchronous (the machine passes both; tests may leave them out).
     public init(path: String, readOnly: Bool = false, serial: String? = nil, direct: Bool = false, queues: Int = 1,
-                memory: GuestMemory? = nil, backend: (any BlockBackend)? = nil) throws(Failure) {
+                rateLimit: RateLimit = RateLimit(), memory: GuestMemory? = nil, backend: (any BlockBackend)? = nil) throws(Failure) {
         let fd = open(path, (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC | (direct ? CLINUX_O_DIRECT : 0))
         guard fd >= 0 else {
             let why = String(cString: strerror(errno))
@@ -90,13 +94,32 @@ public final class VirtioBlock: VirtioDevice {
         queueSizes = Array(repeating: 256, count: min(max(queues, 1), VirtioBlock.maximumQueues))
         self.memory = memory
         self.backend = memory == nil ? nil : backend
+        do { limiter = try RateLimitTimer(rateLimit) } catch { close(fd); throw Failure(description: "disk \(path): \(error.description)") }
     }
 
     deinit { close(fd) }
 
     /// The engine serving reads and writes: "io_uring", "thread pool" or "synchronous".
     public var engine: String { backend?.engine ?? "synchronous" }
+    /// The engine's completion eventfd (nil when requests are served at once).
     public var completionFD: Int32? { backend?.completionFD }
+    public var eventFDs: [Int32] { (backend.map { [$0.completionFD] } ?? []) + (limiter.fd >= 0 ? [limiter.fd] : []) }
+    /// Times a request had to wait for the rate limiter.
+    public var throttled: UInt64 { limiter.throttled }
+
+    public func eventReady(_ fd: Int32) {
+        guard fd == limiter.fd else { completeReady(); return }
+        limiter.fired()
+        let completer = completer.withLock { $0 }
+        for q in queueSizes.indices { completer?.serve(queue: q) }
+    }
+
+    /// Whether the limiter lets `chain` go now (its data bytes, one request); if not, the
+    /// device takes nothing more until the limiter's timer fires.
+    func admit(_ chain: DescriptorChain) -> Bool {
+        guard rateLimit.isLimited else { return true }
+        return limiter.admit(bytes: chain.writableLength &- min(chain.writableLength, 1) &+ (chain.readableLength &- min(chain.readableLength, 16)))
+    }
     public func attach(_ completer: VirtioCompleter) { self.completer.withLock { $0 = completer } }
     /// Requests the backend is working on.
     public var inFlight: Int { requests.withLock { $0.pending.count } }
@@ -136,7 +159,12 @@ public final class VirtioBlock: VirtioDevice {
 
     public func process(queue index: Int, _ queue: inout VirtQueue, memory: GuestMemory) throws(VirtQueueError) -> Int {
         var done = 0
+        defer { backend?.flush() }
         while let chain = try queue.pop(memory) {
+            guard admit(chain) else {
+                queue.undoPop()
+                break
+            }
             if try start(chain, queue: index, memory: memory) { continue }
             let written = try serve(chain, memory: memory)
             try queue.push(memory, head: chain.head, written: written)
@@ -343,3 +371,4 @@ public final class VirtioBlock: VirtioDevice {
     /// The largest write request served (a larger one is refused as malformed).
     static let maximumWrite: UInt64 = 16 << 20
 }
+
