@@ -95,13 +95,8 @@ final class ACPITablesTests: XCTestCase {
         try m.read(bytes: length, at: GuestAddress(at)).reduce(UInt8(0), &+) == 0
     }
 
-    func testTablesAreFoundTheWayGuestsLookAndChecksumsHold() throws {
-        let m = try GuestMemory(ranges: [(0, 16 << 20)])
-        let rsdp = try ACPITables.write(into: m, cpus: 3)
-        XCTAssertTrue(rsdp >= 0xE_0000 && rsdp < 0x10_0000 && rsdp % 16 == 0)
-        XCTAssertEqual(try m.read(bytes: 8, at: GuestAddress(rsdp)), Array("RSD PTR ".utf8))
-        XCTAssertTrue(try checksumOK(m, rsdp, 20))
-        XCTAssertTrue(try checksumOK(m, rsdp, 36))
+    /// The tables the RSDT lists, by signature, each checksum checked.
+    func tables(_ m: GuestMemory, rsdp: UInt64) throws -> [String: UInt64] {
         let rsdt = UInt64(try m.read(UInt32.self, at: GuestAddress(rsdp + 16)))
         let rsdtLength = Int(try m.read(UInt32.self, at: GuestAddress(rsdt + 4)))
         XCTAssertTrue(try checksumOK(m, rsdt, rsdtLength))
@@ -112,6 +107,17 @@ final class ACPITablesTests: XCTestCase {
             XCTAssertTrue(try checksumOK(m, t, Int(try m.read(UInt32.self, at: GuestAddress(t + 4)))), sig)
             found[sig] = t
         }
+        return found
+    }
+
+    func testTablesAreFoundTheWayGuestsLookAndChecksumsHold() throws {
+        let m = try GuestMemory(ranges: [(0, 16 << 20)])
+        let rsdp = try ACPITables.write(into: m, cpus: 3)
+        XCTAssertTrue(rsdp >= 0xE_0000 && rsdp < 0x10_0000 && rsdp % 16 == 0)
+        XCTAssertEqual(try m.read(bytes: 8, at: GuestAddress(rsdp)), Array("RSD PTR ".utf8))
+        XCTAssertTrue(try checksumOK(m, rsdp, 20))
+        XCTAssertTrue(try checksumOK(m, rsdp, 36))
+        let found = try tables(m, rsdp: rsdp)
         let fadt = try XCTUnwrap(found["FACP"])
         XCTAssertEqual(try m.read(UInt32.self, at: GuestAddress(fadt + 76)), UInt32(ACPITables.pmTimerPort))
         XCTAssertEqual(try m.read(UInt32.self, at: GuestAddress(fadt + 64)), UInt32(ACPITables.pm1ControlPort))
@@ -143,16 +149,7 @@ final class ACPITablesTests: XCTestCase {
         let devices = ACPIDevices(virtioMMIO: [.init(base: 0xD000_0000, size: 0x1000, irq: 5), .init(base: 0xD000_1000, size: 0x1000, irq: 6)],
                                   pci: .init(ecam: 0xE000_0000, ecamSize: 1 << 20, memoryWindow: 0xD000_0000...0xDFFF_FFFF,
                                              interrupts: [(1, 10), (2, 11)]))
-        let rsdp = try ACPITables.write(into: m, cpus: 2, devices: devices)
-        let rsdt = UInt64(try m.read(UInt32.self, at: GuestAddress(rsdp + 16)))
-        let rsdtLength = Int(try m.read(UInt32.self, at: GuestAddress(rsdt + 4)))
-        var found: [String: UInt64] = [:]
-        for i in 0..<(rsdtLength - 36) / 4 {
-            let t = UInt64(try m.read(UInt32.self, at: GuestAddress(rsdt + 36 + UInt64(i) * 4)))
-            let sig = String(decoding: try m.read(bytes: 4, at: GuestAddress(t)), as: UTF8.self)
-            XCTAssertTrue(try checksumOK(m, t, Int(try m.read(UInt32.self, at: GuestAddress(t + 4)))), sig)
-            found[sig] = t
-        }
+        let found = try tables(m, rsdp: ACPITables.write(into: m, cpus: 2, devices: devices))
         let mcfg = try XCTUnwrap(found["MCFG"])
         XCTAssertEqual(try m.read(UInt64.self, at: GuestAddress(mcfg + 44)), 0xE000_0000, "ECAM base")
         XCTAssertEqual(try m.read(UInt8.self, at: GuestAddress(mcfg + 55)), 0, "buses 0 to 0")

@@ -44,14 +44,16 @@ extension VirtioDevice {
 /// the used ring and interrupts the driver if it wants, under its own lock. Holds the
 /// transport weakly (the transport owns the device).
 public final class VirtioCompleter: Sendable {
-    private let body: @Sendable (Int, UInt16, UInt32) -> Void
+    private let body: @Sendable (Int, [(head: UInt16, written: UInt32)]) -> Void
     private let serveBody: @Sendable (Int) -> Void
-    public init(complete: @escaping @Sendable (_ queue: Int, _ head: UInt16, _ written: UInt32) -> Void,
+    public init(complete: @escaping @Sendable (_ queue: Int, _ finished: [(head: UInt16, written: UInt32)]) -> Void,
                 serve: @escaping @Sendable (_ queue: Int) -> Void) {
         body = complete
         serveBody = serve
     }
-    public func complete(queue: Int, head: UInt16, written: UInt32) { body(queue, head, written) }
+    /// Pushes `finished` requests of `queue` to its used ring together, then interrupts
+    /// the driver once if it wants (not once a request).
+    public func complete(queue: Int, _ finished: [(head: UInt16, written: UInt32)]) { body(queue, finished) }
     /// Serves queue `queue` again (the device stopped taking requests for a while: its
     /// rate limiter).
     public func serve(queue: Int) { serveBody(queue) }

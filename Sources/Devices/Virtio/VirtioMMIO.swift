@@ -7,7 +7,7 @@ import Synchronization
 /// interrupt status; the device handles requests. A malformed queue or chain is counted
 /// and sets DEVICE_NEEDS_RESET with a configuration-change interrupt, as the
 /// specification says; the VMM goes on.
-public final class VirtioMMIO: VirtioTransport {
+public final class VirtioMMIO: VirtioTransport, LateCompletionTarget {
     public static let windowSize: UInt64 = 0x1000
     /// Where the driver writes a queue's index to notify it (what an ioeventfd watches).
     public static let queueNotifyOffset: UInt64 = 0x050
@@ -30,23 +30,23 @@ public final class VirtioMMIO: VirtioTransport {
         self.memory = memory
         self.interrupt = interrupt
         state = Mutex(State(common: VirtioTransportState(queueSizes: device.queueSizes)))
-        device.attach(VirtioCompleter(complete: { [weak self] q, h, w in self?.complete(queue: q, head: h, written: w) },
-                                      serve: { [weak self] q in self?.serve(queue: q) }))
+        device.attach(to: self)
     }
 
     /// A request the device finished late (a disk's I/O).
-    func complete(queue index: Int, head: UInt16, written: UInt32) {
-        state.withLock { s in
-            switch s.common.complete(queue: index, head: head, written: written, memory: memory, counters: counters) {
-            case .nothing: break
-            case .failed:
-                s.interruptStatus |= 2
-                interrupt?.setLevel(true)
-            case .usedBuffers:
-                s.interruptStatus |= 1
-                interrupt?.setLevel(true)
-            }
+    func complete(queue index: Int, _ finished: [(head: UInt16, written: UInt32)]) {
+        state.withLock { s in signal(&s, s.common.complete(queue: index, finished, memory: memory, counters: counters)) }
+    }
+
+    /// Raises the line for what serving a queue came to: used buffers (bit 0) or a
+    /// configuration change after a failure (bit 1).
+    private func signal(_ s: inout State, _ served: VirtioTransportState.Served) {
+        switch served {
+        case .nothing: return
+        case .failed: s.interruptStatus |= 2
+        case .usedBuffers: s.interruptStatus |= 1
         }
+        interrupt?.setLevel(true)
     }
 
     public var offeredFeatures: UInt64 { VirtioTransportState.offered(device) }
@@ -152,17 +152,7 @@ public final class VirtioMMIO: VirtioTransport {
     /// Serves queue `index` because the device has work for it (console input), not
     /// because the driver asked.
     public func serve(queue index: Int) {
-        state.withLock { s in
-            switch s.common.serve(queue: index, device: device, memory: memory, counters: counters) {
-            case .nothing: break
-            case .failed:
-                s.interruptStatus |= 2
-                interrupt?.setLevel(true)
-            case .usedBuffers:
-                s.interruptStatus |= 1 // used buffer
-                interrupt?.setLevel(true)
-            }
-        }
+        state.withLock { s in signal(&s, s.common.serve(queue: index, device: device, memory: memory, counters: counters)) }
         // What the device's backend finished at once (io_uring completes page-cache
         // reads during submission) is finished now, not one event-loop round later.
         device.completeReady()

@@ -8,7 +8,7 @@ import Synchronization
 /// configuration changes, one per queue) when the driver enables MSI-X, INTx otherwise.
 /// The guest may move the BAR; the machine is told and re-maps it (bus range and
 /// notification ioeventfds).
-public final class VirtioPCI: VirtioTransport, PCIFunction {
+public final class VirtioPCI: VirtioTransport, PCIFunction, LateCompletionTarget {
     public static let vendorID: UInt16 = 0x1AF4
     /// BAR 0's layout.
     public static let barSize: UInt32 = 0x4000
@@ -80,18 +80,20 @@ public final class VirtioPCI: VirtioTransport, PCIFunction {
                                         writable: [0, 0, 0xFF, 0, 0, 0] + [UInt8](repeating: 0xFF, count: 12))
         state = Mutex(State(common: VirtioTransportState(queueSizes: device.queueSizes), config: config, msix: msix,
                             queueVectors: Array(repeating: VirtioPCI.noVector, count: queueCount), mappedBAR: bar))
-        device.attach(VirtioCompleter(complete: { [weak self] q, h, w in self?.complete(queue: q, head: h, written: w) },
-                                      serve: { [weak self] q in self?.serve(queue: q) }))
+        device.attach(to: self)
     }
 
     /// A request the device finished late (a disk's I/O).
-    func complete(queue index: Int, head: UInt16, written: UInt32) {
-        state.withLock { s in
-            switch s.common.complete(queue: index, head: head, written: written, memory: memory, counters: counters) {
-            case .nothing: break
-            case .failed: interrupt(&s, queue: nil)
-            case .usedBuffers: interrupt(&s, queue: index)
-            }
+    func complete(queue index: Int, _ finished: [(head: UInt16, written: UInt32)]) {
+        state.withLock { s in signal(&s, s.common.complete(queue: index, finished, memory: memory, counters: counters), queue: index) }
+    }
+
+    /// Interrupts the driver for what serving queue `index` came to.
+    private func signal(_ s: inout State, _ served: VirtioTransportState.Served, queue index: Int) {
+        switch served {
+        case .nothing: break
+        case .failed: interrupt(&s, queue: nil)
+        case .usedBuffers: interrupt(&s, queue: index)
         }
     }
 
@@ -318,13 +320,7 @@ public final class VirtioPCI: VirtioTransport, PCIFunction {
     /// Serves queue `index` because the device has work for it (console input), not
     /// because the driver asked.
     public func serve(queue index: Int) {
-        state.withLock { s in
-            switch s.common.serve(queue: index, device: device, memory: memory, counters: counters) {
-            case .nothing: break
-            case .failed: interrupt(&s, queue: nil)
-            case .usedBuffers: interrupt(&s, queue: index)
-            }
-        }
+        state.withLock { s in signal(&s, s.common.serve(queue: index, device: device, memory: memory, counters: counters), queue: index) }
         // What the device's backend finished at once (io_uring completes page-cache
         // reads during submission) is finished now, not one event-loop round later.
         device.completeReady()

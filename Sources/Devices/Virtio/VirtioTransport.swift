@@ -80,17 +80,19 @@ struct VirtioTransportState {
 
     enum Served { case nothing, usedBuffers, failed }
 
-    /// A request the device finished after `process` returned: pushed to queue `index`'s
+    /// Requests the device finished after `process` returned: pushed to queue `index`'s
     /// used ring unless the queue was reset or disabled meanwhile.
-    mutating func complete(queue index: Int, head: UInt16, written: UInt32, memory: GuestMemory,
+    mutating func complete(queue index: Int, _ finished: [(head: UInt16, written: UInt32)], memory: GuestMemory,
                            counters: borrowing Mutex<VirtioCounters>) -> Served {
         guard index >= 0, index < queues.count, queues[index].ready,
               status & VirtioStatus.driverOK != 0, status & VirtioStatus.needsReset == 0 else { return .nothing }
-        do throws(VirtQueueError) { try queues[index].push(memory, head: head, written: written) } catch {
+        do throws(VirtQueueError) {
+            for f in finished { try queues[index].push(memory, head: f.head, written: f.written) }
+        } catch {
             fail(error, counters: counters)
             return .failed
         }
-        counters.withLock { $0.completed += 1 }
+        counters.withLock { $0.completed += UInt64(finished.count) }
         return queues[index].needsInterrupt(memory) ? .usedBuffers : .nothing
     }
 
@@ -133,4 +135,19 @@ public protocol VirtioTransport: BusDevice {
     func notifyAll()
     /// Serves queue `index` for the device's own reasons (input arrived).
     func serve(queue index: Int)
+}
+
+/// What a transport offers its device for requests finished after `process` returned.
+protocol LateCompletionTarget: AnyObject, Sendable {
+    func complete(queue index: Int, _ finished: [(head: UInt16, written: UInt32)])
+    func serve(queue index: Int)
+}
+
+extension VirtioDevice {
+    /// Gives the device a completer leading back to `transport` (held weakly: the
+    /// transport owns the device).
+    func attach(to transport: some LateCompletionTarget) {
+        attach(VirtioCompleter(complete: { [weak transport] q, f in transport?.complete(queue: q, f) },
+                               serve: { [weak transport] q in transport?.serve(queue: q) }))
+    }
 }

@@ -234,15 +234,19 @@ public final class VirtioBlock: VirtioDevice {
         let finished = backend.reap()
         guard !finished.isEmpty else { return }
         let completer = completer.withLock { $0 }
-        for c in finished {
-            guard let p = requests.withLock({ r -> Pending? in
+        let done = requests.withLock { r in
+            finished.compactMap { c -> (Pending, Int)? in
                 guard let p = r.pending.removeValue(forKey: c.token), p.epoch == r.epoch else { return nil }
-                return p
-            }) else { continue }
-            let ok = c.result == p.expected
-            try? memory.write(ok ? VirtioBlock.statusOK : VirtioBlock.statusIOError, at: p.status)
-            completer?.complete(queue: p.queue, head: p.head, written: (ok ? p.dataWritten : 0) + 1)
+                return (p, c.result)
+            }
         }
+        var byQueue = [[(head: UInt16, written: UInt32)]](repeating: [], count: queueSizes.count)
+        for (p, result) in done {
+            let ok = result == p.expected
+            try? memory.write(ok ? VirtioBlock.statusOK : VirtioBlock.statusIOError, at: p.status)
+            if p.queue < byQueue.count { byQueue[p.queue].append((p.head, (ok ? p.dataWritten : 0) + 1)) }
+        }
+        for (q, f) in byQueue.enumerated() where !f.isEmpty { completer?.complete(queue: q, f) }
     }
 
     /// One request: a 16-byte header the device reads, data, and a status byte (the last
