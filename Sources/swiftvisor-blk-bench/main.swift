@@ -9,7 +9,7 @@
 // pattern is then issued to the same engine directly, without the device, and both
 // figures are printed as JSON lines.
 //
-//     swiftvisor-blk-bench IMAGE [--engine io_uring|threads] [--seconds S]
+//     swiftvisor-blk-bench IMAGE [--engine io_uring|threads] [--seconds S] [--only NAME]
 import CLinux
 import Devices
 import Glibc
@@ -27,6 +27,8 @@ struct Settings: Sendable {
     var image = ""
     var engine = "io_uring"
     var seconds = 2.0
+    /// Only the patterns whose name contains this.
+    var only: String?
 }
 
 let settings: Settings = {
@@ -42,6 +44,7 @@ let settings: Settings = {
         switch flag {
         case "--engine": s.engine = value
         case "--seconds": s.seconds = Double(value) ?? s.seconds
+        case "--only": s.only = value
         default: fail("unknown option \(flag)")
         }
     }
@@ -225,7 +228,7 @@ struct Failure: Error, CustomStringConvertible {
     init(_ d: String) { description = d }
 }
 
-for p in patterns {
+for p in patterns where settings.only.map({ p.name.contains($0) }) ?? true {
     do {
         _ = try direct(Pattern(name: p.name, write: p.write, size: p.size, depth: p.depth, random: p.random)) // warm the page cache
         let host = try direct(p)
