@@ -2,7 +2,7 @@
 /// value can never be passed where an address is meant.
 public struct GuestAddress: Hashable, Comparable, Sendable, CustomStringConvertible {
     public let value: UInt64
-    public init(_ value: UInt64) { self.value = value }
+    @inlinable public init(_ value: UInt64) { self.value = value }
 
     public static func < (a: GuestAddress, b: GuestAddress) -> Bool { a.value < b.value }
 

@@ -30,6 +30,7 @@ public final class GuestMemory: Sendable {
     public var size: UInt64 { regions.reduce(0) { $0 + $1.size } }
 
     /// The region holding all of `[address, +length)`, if one does.
+    @inlinable
     public func region(containing address: GuestAddress, length: UInt64 = 1) -> MemoryRegion? {
         // Few regions (two at most for RAM below and above the PCI hole): a scan beats
         // a search.
@@ -42,9 +43,11 @@ public final class GuestMemory: Sendable {
         region(containing: address, length: length) != nil
     }
 
-    /// The single place where a guest range becomes a host pointer.
-    @inline(__always)
-    private func host(_ address: GuestAddress, _ length: UInt64) throws(GuestMemoryError) -> UnsafeMutableRawPointer {
+    /// The single place where a guest range becomes a host pointer. (Inlinable, as the
+    /// typed accessors below, so that devices in other modules get them specialised for
+    /// each integer type instead of going through generic witnesses on every field.)
+    @inlinable @inline(__always)
+    func host(_ address: GuestAddress, _ length: UInt64) throws(GuestMemoryError) -> UnsafeMutableRawPointer {
         guard let r = region(containing: address, length: length) else {
             throw .outOfBounds(address: address, length: length)
         }
@@ -53,11 +56,13 @@ public final class GuestMemory: Sendable {
 
     // MARK: Typed access (little-endian, as x86 stores it)
 
+    @inlinable
     public func read<T: FixedWidthInteger>(_: T.Type = T.self, at address: GuestAddress) throws(GuestMemoryError) -> T {
         let p = try host(address, UInt64(MemoryLayout<T>.size))
         return T(littleEndian: p.loadUnaligned(as: T.self))
     }
 
+    @inlinable
     public func write<T: FixedWidthInteger>(_ value: T, at address: GuestAddress) throws(GuestMemoryError) {
         let p = try host(address, UInt64(MemoryLayout<T>.size))
         p.storeBytes(of: value.littleEndian, as: T.self)

@@ -10,7 +10,7 @@ public final class MemoryRegion: @unchecked Sendable {
     // as on real hardware).
     public let start: GuestAddress
     public let size: UInt64
-    let host: UnsafeMutableRawPointer
+    @usableFromInline let host: UnsafeMutableRawPointer
 
     /// Where the memory comes from.
     public enum Backing: Sendable {
@@ -48,6 +48,7 @@ public final class MemoryRegion: @unchecked Sendable {
     public var end: UInt64 { start.value + size }
 
     /// True when `[address, +length)` lies entirely inside this region.
+    @inlinable
     public func contains(_ address: GuestAddress, length: UInt64) -> Bool {
         guard address.value >= start.value else { return false }
         let offset = address.value - start.value

@@ -40,20 +40,32 @@ extension VirtioDevice {
     public func attach(_ completer: VirtioCompleter) {}
 }
 
+/// A finished request as the used ring records it: its head descriptor and the bytes
+/// the device wrote into its buffers. (A struct rather than a tuple: arrays of tuples
+/// cost a runtime metadata lookup each time they are made.)
+public struct UsedElement: Sendable, Equatable {
+    public let head: UInt16
+    public let written: UInt32
+    public init(head: UInt16, written: UInt32) {
+        self.head = head
+        self.written = written
+    }
+}
+
 /// How a device finishes a request after `process` returned: the transport pushes it to
 /// the used ring and interrupts the driver if it wants, under its own lock. Holds the
 /// transport weakly (the transport owns the device).
 public final class VirtioCompleter: Sendable {
-    private let body: @Sendable (Int, [(head: UInt16, written: UInt32)]) -> Void
+    private let body: @Sendable (Int, [UsedElement]) -> Void
     private let serveBody: @Sendable (Int) -> Void
-    public init(complete: @escaping @Sendable (_ queue: Int, _ finished: [(head: UInt16, written: UInt32)]) -> Void,
+    public init(complete: @escaping @Sendable (_ queue: Int, _ finished: [UsedElement]) -> Void,
                 serve: @escaping @Sendable (_ queue: Int) -> Void) {
         body = complete
         serveBody = serve
     }
     /// Pushes `finished` requests of `queue` to its used ring together, then interrupts
     /// the driver once if it wants (not once a request).
-    public func complete(queue: Int, _ finished: [(head: UInt16, written: UInt32)]) { body(queue, finished) }
+    public func complete(queue: Int, _ finished: [UsedElement]) { body(queue, finished) }
     /// Serves queue `queue` again (the device stopped taking requests for a while: its
     /// rate limiter).
     public func serve(queue: Int) { serveBody(queue) }

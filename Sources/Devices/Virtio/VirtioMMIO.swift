@@ -34,7 +34,7 @@ public final class VirtioMMIO: VirtioTransport, LateCompletionTarget {
     }
 
     /// A request the device finished late (a disk's I/O).
-    func complete(queue index: Int, _ finished: [(head: UInt16, written: UInt32)]) {
+    func complete(queue index: Int, _ finished: [UsedElement]) {
         state.withLock { s in signal(&s, s.common.complete(queue: index, finished, memory: memory, counters: counters)) }
     }
 

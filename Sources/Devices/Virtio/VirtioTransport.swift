@@ -82,7 +82,7 @@ struct VirtioTransportState {
 
     /// Requests the device finished after `process` returned: pushed to queue `index`'s
     /// used ring unless the queue was reset or disabled meanwhile.
-    mutating func complete(queue index: Int, _ finished: [(head: UInt16, written: UInt32)], memory: GuestMemory,
+    mutating func complete(queue index: Int, _ finished: [UsedElement], memory: GuestMemory,
                            counters: borrowing Mutex<VirtioCounters>) -> Served {
         guard index >= 0, index < queues.count, queues[index].ready,
               status & VirtioStatus.driverOK != 0, status & VirtioStatus.needsReset == 0 else { return .nothing }
@@ -139,7 +139,7 @@ public protocol VirtioTransport: BusDevice {
 
 /// What a transport offers its device for requests finished after `process` returned.
 protocol LateCompletionTarget: AnyObject, Sendable {
-    func complete(queue index: Int, _ finished: [(head: UInt16, written: UInt32)])
+    func complete(queue index: Int, _ finished: [UsedElement])
     func serve(queue index: Int)
 }
 

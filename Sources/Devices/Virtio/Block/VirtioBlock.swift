@@ -176,18 +176,16 @@ public final class VirtioBlock: VirtioDevice {
     /// Hands a read, write or flush to the backend. False when the request is to be
     /// served at once instead (another type, a request the disk refuses, no backend).
     func start(_ chain: DescriptorChain, queue: Int, memory: GuestMemory) throws(VirtQueueError) -> Bool {
-        guard let backend, let last = chain.writable.last else { return false }
-        let header = try chain.readBytes(count: 16, memory: memory)
-        guard header.count == 16 else { return false }
-        let type = (0..<4).reduce(UInt32(0)) { $0 | UInt32(header[$1]) << (8 * $1) }
-        let sector = (0..<8).reduce(UInt64(0)) { $0 | UInt64(header[8 + $1]) << (8 * $1) }
+        guard let backend else { return false }
+        let writable = chain.writable
+        guard let last = writable.last, let (type, sector) = try header(of: chain, memory: memory) else { return false }
         let status = GuestAddress(last.address.value + UInt64(last.length) - 1)
         var ranges: [(address: GuestAddress, length: UInt64)] = []
         let operation: BlockOperation
         switch type {
         case VirtioBlock.typeIn:
             // The writable buffers, less the status byte at the end of the last one.
-            ranges = chain.writable.map { ($0.address, UInt64($0.length)) }
+            ranges = writable.map { ($0.address, UInt64($0.length)) }
             ranges[ranges.count - 1].length -= 1
             guard let offset = span(sector: sector, length: ranges.reduce(0) { $0 + $1.length }) else { return false }
             operation = .read(offset: offset)
@@ -227,6 +225,22 @@ public final class VirtioBlock: VirtioDevice {
         return true
     }
 
+    /// A request's type and sector: read in place when the first buffer holds the whole
+    /// 16-byte header (what drivers do), gathered across buffers otherwise.
+    func header(of chain: DescriptorChain, memory: GuestMemory) throws(VirtQueueError) -> (type: UInt32, sector: UInt64)? {
+        if let first = chain.buffers.first, !first.writable, first.length >= 16 {
+            do {
+                return (try memory.read(UInt32.self, at: first.address), try memory.read(UInt64.self, at: GuestAddress(first.address.value + 8)))
+            } catch {
+                throw .bufferOutsideMemory(first.address.value, 16)
+            }
+        }
+        let bytes = try chain.readBytes(count: 16, memory: memory)
+        guard bytes.count == 16 else { return nil }
+        return ((0..<4).reduce(UInt32(0)) { $0 | UInt32(bytes[$1]) << (8 * $1) },
+                (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[8 + $1]) << (8 * $1) })
+    }
+
     /// The backend's completion eventfd fired: finish each request (status byte, then the
     /// used ring through the transport, which interrupts the driver if it wants).
     public func completeReady() {
@@ -234,17 +248,20 @@ public final class VirtioBlock: VirtioDevice {
         let finished = backend.reap()
         guard !finished.isEmpty else { return }
         let completer = completer.withLock { $0 }
+        struct Done { let request: Pending; let result: Int }
         let done = requests.withLock { r in
-            finished.compactMap { c -> (Pending, Int)? in
+            finished.compactMap { c -> Done? in
                 guard let p = r.pending.removeValue(forKey: c.token), p.epoch == r.epoch else { return nil }
-                return (p, c.result)
+                return Done(request: p, result: c.result)
             }
         }
-        var byQueue = [[(head: UInt16, written: UInt32)]](repeating: [], count: queueSizes.count)
-        for (p, result) in done {
-            let ok = result == p.expected
-            try? memory.write(ok ? VirtioBlock.statusOK : VirtioBlock.statusIOError, at: p.status)
-            if p.queue < byQueue.count { byQueue[p.queue].append((p.head, (ok ? p.dataWritten : 0) + 1)) }
+        var byQueue = [[UsedElement]](repeating: [], count: queueSizes.count)
+        for d in done {
+            let ok = d.result == d.request.expected
+            try? memory.write(ok ? VirtioBlock.statusOK : VirtioBlock.statusIOError, at: d.request.status)
+            if d.request.queue < byQueue.count {
+                byQueue[d.request.queue].append(UsedElement(head: d.request.head, written: (ok ? d.request.dataWritten : 0) + 1))
+            }
         }
         for (q, f) in byQueue.enumerated() where !f.isEmpty { completer?.complete(queue: q, f) }
     }
