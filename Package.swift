@@ -41,6 +41,13 @@ let package = Package(
         // scripts/bench --virtio-blk: the block device model driven as a guest driver would,
         // beside its I/O engine alone.
         .executableTarget(name: "swiftvisor-blk-bench", dependencies: ["Devices", "GuestMemory", "VMM", "Control", "CLinux"]),
+        // Fuzz targets (scripts/fuzz builds them with libFuzzer and -DFUZZING; otherwise
+        // they replay the inputs they are given, such as their kept regressions).
+        .target(name: "FuzzSupport", path: "Tests/Fuzz/Support"),
+        .executableTarget(name: "fuzz-virtio-devices", dependencies: ["Devices", "GuestMemory", "CLinux", "FuzzSupport"],
+                          path: "Tests/Fuzz/VirtioDevices", exclude: ["corpus", "regressions"]),
+        .executableTarget(name: "fuzz-vm-description", dependencies: ["Control", "FuzzSupport"],
+                          path: "Tests/Fuzz/VMDescription", exclude: ["corpus", "regressions"]),
         // The user-facing command; it validates, then execs swiftvisor-vmm to run a VM.
         .executableTarget(name: "swiftvisor", dependencies: [
             "VMM", "KVM", "Control", "KernelImage", "HostCheck",
