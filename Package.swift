@@ -48,6 +48,8 @@ let package = Package(
                           path: "Tests/Fuzz/VirtioDevices", exclude: ["corpus", "regressions"]),
         .executableTarget(name: "fuzz-vm-description", dependencies: ["Control", "FuzzSupport"],
                           path: "Tests/Fuzz/VMDescription", exclude: ["corpus", "regressions"]),
+        .executableTarget(name: "fuzz-http-request", dependencies: ["Control", "FuzzSupport"],
+                          path: "Tests/Fuzz/HTTPRequest", exclude: ["corpus", "regressions"]),
         // The user-facing command; it validates, then execs swiftvisor-vmm to run a VM.
         .executableTarget(name: "swiftvisor", dependencies: [
             "VMM", "KVM", "Control", "KernelImage", "HostCheck",
