@@ -1,6 +1,7 @@
 import ArgumentParser
 import Boot
 import Control
+import Devices
 import Glibc
 import KernelImage
 import HostCheck

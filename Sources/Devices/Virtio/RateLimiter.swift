@@ -102,7 +102,7 @@ public final class RateLimitTimer: Sendable {
 
     public init(_ limit: RateLimit) throws(Failure) {
         self.limit = limit
-        state = Mutex(State(limiter: RateLimiter(limit, now: monotonicNow())))
+        state = Mutex(State(limiter: RateLimiter(limit, now: monotonicNanoseconds())))
         fd = limit.isLimited ? timerfd_create(CLOCK_MONOTONIC, Int32(TFD_CLOEXEC | TFD_NONBLOCK)) : -1
         guard !limit.isLimited || fd >= 0 else {
             throw Failure(description: "cannot create a rate limiter's timer: \(String(cString: strerror(errno)))")
@@ -119,7 +119,7 @@ public final class RateLimitTimer: Sendable {
         guard limit.isLimited else { return true }
         return state.withLock { s in
             if s.waiting { return false }
-            guard let wait = s.limiter.admit(bytes: bytes, now: monotonicNow()) else { return true }
+            guard let wait = s.limiter.admit(bytes: bytes, now: monotonicNanoseconds()) else { return true }
             s.waiting = true
             s.throttled &+= 1
             var spec = itimerspec()
@@ -138,9 +138,3 @@ public final class RateLimitTimer: Sendable {
     }
 }
 
-/// CLOCK_MONOTONIC in nanoseconds, for the rate limiters.
-func monotonicNow() -> UInt64 {
-    var t = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &t)
-    return UInt64(t.tv_sec) &* 1_000_000_000 &+ UInt64(t.tv_nsec)
-}

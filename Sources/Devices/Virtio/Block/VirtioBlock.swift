@@ -165,8 +165,9 @@ public final class VirtioBlock: VirtioDevice {
                 queue.undoPop()
                 break
             }
-            if try start(chain, queue: index, memory: memory) { continue }
-            let written = try serve(chain, memory: memory)
+            let header = try header(of: chain, memory: memory)
+            if let header, try start(chain, header: header, queue: index, memory: memory) { continue }
+            let written = try serve(chain, header: header, memory: memory)
             try queue.push(memory, head: chain.head, written: written)
             done += 1
         }
@@ -175,10 +176,12 @@ public final class VirtioBlock: VirtioDevice {
 
     /// Hands a read, write or flush to the backend. False when the request is to be
     /// served at once instead (another type, a request the disk refuses, no backend).
-    func start(_ chain: DescriptorChain, queue: Int, memory: GuestMemory) throws(VirtQueueError) -> Bool {
+    func start(_ chain: DescriptorChain, header: (type: UInt32, sector: UInt64), queue: Int,
+               memory: GuestMemory) throws(VirtQueueError) -> Bool {
         guard let backend else { return false }
         let writable = chain.writable
-        guard let last = writable.last, let (type, sector) = try header(of: chain, memory: memory) else { return false }
+        guard let last = writable.last else { return false }
+        let (type, sector) = header
         let status = GuestAddress(last.address.value + UInt64(last.length) - 1)
         var ranges: [(address: GuestAddress, length: UInt64)] = []
         let operation: BlockOperation
@@ -266,20 +269,17 @@ public final class VirtioBlock: VirtioDevice {
         for (q, f) in byQueue.enumerated() where !f.isEmpty { completer?.complete(queue: q, f) }
     }
 
-    /// One request: a 16-byte header the device reads, data, and a status byte (the last
+    /// One request: a 16-byte header the device reads (`header`, parsed once by `process`;
+    /// nil when the chain is too short to hold one), data, and a status byte (the last
     /// device-writable byte). Returns the bytes written into the guest's buffers.
-    func serve(_ chain: DescriptorChain, memory: GuestMemory) throws(VirtQueueError) -> UInt32 {
+    func serve(_ chain: DescriptorChain, header: (type: UInt32, sector: UInt64)?, memory: GuestMemory) throws(VirtQueueError) -> UInt32 {
         // The status byte is the last byte of the last writable buffer.
         guard let last = chain.writable.last else { throw .emptyChain }
         let statusAddress = GuestAddress(last.address.value + UInt64(last.length) - 1)
-        let header = try chain.readBytes(count: 16, memory: memory)
-        guard header.count == 16 else {
+        guard let (type, sector) = header else {
             try? memory.write(VirtioBlock.statusIOError, at: statusAddress)
             return 1
         }
-        func u32(_ o: Int) -> UInt32 { (0..<4).reduce(0) { $0 | UInt32(header[o + $1]) << (8 * $1) } }
-        let type = u32(0)
-        let sector = (0..<8).reduce(UInt64(0)) { $0 | UInt64(header[8 + $1]) << (8 * $1) }
         // Data: readable bytes after the header (OUT), writable bytes before the status (IN).
         var dataIn = chain.writable
         dataIn[dataIn.count - 1] = .init(address: last.address, length: last.length - 1, writable: true)

@@ -1,6 +1,7 @@
 import Glibc
 
-/// Monotonic nanoseconds (vDSO `clock_gettime`: no system call on the exit path).
+/// Monotonic nanoseconds (vDSO `clock_gettime`: no system call on the exit path). In
+/// Devices, the lowest module that keeps time (rate limiters), for every module above.
 @inline(__always)
 public func monotonicNanoseconds() -> UInt64 {
     var ts = timespec()
