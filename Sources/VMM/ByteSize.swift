@@ -22,8 +22,10 @@ public enum ByteSize {
     public static func format(_ bytes: UInt64) -> String {
         for (shift, unit) in [(UInt64(40), "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] where bytes >= (1 << shift) {
             if bytes % (1 << shift) == 0 { return "\(bytes >> shift) \(unit)" }
-            let tenths = bytes * 10 / (1 << shift)
-            return "\(tenths / 10).\(tenths % 10) \(unit)"
+            // Whole units and the remainder's tenths apart: `bytes * 10` overflows above
+            // 1.8 EB, and any size a user types reaches this through an error message.
+            let whole = bytes >> shift, tenth = ((bytes & ((1 << shift) - 1)) * 10) >> shift
+            return "\(whole).\(tenth) \(unit)"
         }
         return "\(bytes) bytes"
     }

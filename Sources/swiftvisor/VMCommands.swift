@@ -95,10 +95,10 @@ struct ListCommand: ParsableCommand {
             for s in all {
                 let config = s.live?["config"] ?? s.config
                 let boot = config?["boot"].map { b in b["image"]?.string ?? b["kernel"]?.string ?? "demo" } ?? "?"
-                let uptime = s.live?["uptimeSeconds"]?.number.map { "\(Int($0))s" } ?? "-"
+                let uptime = s.live?["uptimeSeconds"]?.number.flatMap { Int(exactly: $0.rounded(.down)) }.map { "\($0)s" } ?? "-"
                 rows.append([s.name, s.state.rawValue, s.pid.map(String.init) ?? "-", uptime,
                              config?["cpus"]?.int.map(String.init) ?? "?",
-                             config?["memory"]?.int.map { ByteSize.format(UInt64($0)) } ?? "?",
+                             config?["memory"]?.int.flatMap { UInt64(exactly: $0) }.map(ByteSize.format) ?? "?",
                              String(boot.split(separator: "/").last ?? "?"), s.exitCode.map(String.init) ?? "-"])
             }
             let widths = (0..<rows[0].count).map { c in rows.map { $0[c].count }.max()! }

@@ -57,6 +57,10 @@ final class VMDescriptionTests: XCTestCase {
         XCTAssertEqual(error(#"{"cpus": 0}"#), "invalid --cpus: 0 vCPUs: give 1 to 255")
         XCTAssertEqual(error(#"{"cpus": 256}"#), "invalid --cpus: 256 vCPUs: give 1 to 255")
         XCTAssertTrue(error(#"{"memory": 4096}"#).hasPrefix("invalid --memory"))
+        // Found by the vm-description fuzz target: the error message's own size formatting overflowed.
+        XCTAssertEqual(error(#"{"memory": "9000000294256M"}"#), "invalid --memory: 8583069.1 TiB is more than the 1 TiB Swiftvisor maps")
+        XCTAssertEqual(ByteSize.format(UInt64.max), "16777215.9 TiB")
+        XCTAssertEqual(ByteSize.format(3 << 29), "1.5 GiB")
         XCTAssertEqual(error(#"{"timeout": 0}"#), "invalid --timeout: 0.0 is not a number of seconds from 0 to 1000000000")
         XCTAssertEqual(error(#"{"timeout": 1e300}"#), "invalid --timeout: 1e+300 is not a number of seconds from 0 to 1000000000", "no overflow into nanoseconds")
         XCTAssertTrue(error(#"{"boot": {"image": "a", "mode": "real", "loadAddress": "0x200000"}}"#).contains("beyond the 1 MiB real mode can reach"))
