@@ -50,6 +50,16 @@ let package = Package(
                           path: "Tests/Fuzz/VMDescription", exclude: ["corpus", "regressions"]),
         .executableTarget(name: "fuzz-http-request", dependencies: ["Control", "FuzzSupport"],
                           path: "Tests/Fuzz/HTTPRequest", exclude: ["corpus", "regressions"]),
+        .executableTarget(name: "fuzz-kernel-images", dependencies: ["Boot", "GuestMemory", "KernelImage", "FuzzSupport"],
+                          path: "Tests/Fuzz/KernelImages", exclude: ["corpus", "regressions"]),
+        .executableTarget(name: "fuzz-kernel-symbols", dependencies: ["Boot", "FuzzSupport"],
+                          path: "Tests/Fuzz/KernelSymbols", exclude: ["corpus", "regressions"]),
+        .executableTarget(name: "fuzz-decompression", dependencies: ["KernelImage", "FuzzSupport"],
+                          path: "Tests/Fuzz/Decompression", exclude: ["corpus", "regressions"]),
+        .executableTarget(name: "fuzz-run-options", dependencies: ["Control", "VMM", "FuzzSupport"],
+                          path: "Tests/Fuzz/RunOptions", exclude: ["corpus", "regressions"]),
+        .executableTarget(name: "fuzz-device-bus", dependencies: ["Boot", "Devices", "GuestMemory", "VMM", "FuzzSupport"],
+                          path: "Tests/Fuzz/DeviceBus", exclude: ["corpus", "regressions"]),
         // The user-facing command; it validates, then execs swiftvisor-vmm to run a VM.
         .executableTarget(name: "swiftvisor", dependencies: [
             "VMM", "KVM", "Control", "KernelImage", "HostCheck",

@@ -57,7 +57,9 @@ public struct LinuxKernel: Sendable {
             initrdAddressMax = 0x7FFF_FFFF
             // vmlinux links at a virtual address; its segments say where they go physically.
             pieces = elf.segments.map { (address: $0.physicalAddress, bytes: bytes[$0.fileOffset..<($0.fileOffset + $0.fileSize)], memorySize: $0.memorySize) }
-            let text = elf.segments.first { elf.entry >= $0.virtualAddress && elf.entry < $0.virtualAddress + $0.memorySize }
+            // Differences, not sums: a segment's virtual range is the file's to claim and
+            // may wrap (its physical range is checked by ELFImage).
+            let text = elf.segments.first { elf.entry >= $0.virtualAddress && elf.entry - $0.virtualAddress < $0.memorySize }
             entry = text.map { elf.entry - $0.virtualAddress + $0.physicalAddress } ?? elf.entry
             payload = nil
             pvhEntry = elf.notes.first { $0.name == "Xen" && $0.type == 18 && ($0.description.count == 4 || $0.description.count == 8) }
@@ -117,7 +119,8 @@ public struct LinuxKernel: Sendable {
                      memoryMap: [(base: UInt64, length: UInt64, type: UInt32)], rsdp: UInt64?) throws(BootError) -> InitialCPUState {
         let cmdline = Array(commandLine.utf8)
         guard cmdline.count < Int(commandLineSize) else {
-            throw .malformed("the command line is \(cmdline.count) bytes; this kernel takes at most \(commandLineSize - 1)")
+            // cmdline_size counts the terminating NUL, and a hostile header may say 0.
+            throw .malformed("the command line is \(cmdline.count) bytes; this kernel takes at most \(max(commandLineSize, 1) - 1)")
         }
         for p in pieces where !memory.isValid(GuestAddress(p.address), length: p.memorySize) {
             throw .doesNotFit(what: "the kernel", address: p.address, size: p.memorySize, memorySize: memory.size)

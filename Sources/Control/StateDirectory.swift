@@ -8,7 +8,7 @@ import VMM
 ///     ROOT/NAME/pid           the VMM process
 ///     ROOT/NAME/api.sock      the control API (HTTP/JSON, mode 0600)
 ///     ROOT/NAME/console.sock  the serial console, for `swiftvisor console`
-///     ROOT/NAME/console.log   everything the guest printed
+///     ROOT/NAME/console.log   what the guest printed (console.log.1 before it, once full)
 ///     ROOT/NAME/vmm.log       the VMM process's own messages
 ///     ROOT/NAME/result.json   how it ended (written when the VMM exits)
 ///
@@ -89,7 +89,7 @@ public struct StateDirectory: Sendable {
     /// Removes the VM's folder and everything in it.
     public func remove(_ name: String) throws(Failure) {
         try require(name)
-        for file in ["config.json", "vmm.json", "pid", "api.sock", "console.sock", "console.log", "vmm.log", "result.json", "started"] {
+        for file in ["config.json", "vmm.json", "pid", "api.sock", "console.sock", "console.log", "console.log.1", "vmm.log", "result.json", "started"] {
             unlink(path(name, file))
         }
         guard rmdir(folder(name)) == 0 else {

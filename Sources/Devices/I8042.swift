@@ -7,7 +7,9 @@ import Synchronization
 public final class I8042: BusDevice {
 
     let power: any PowerControl
-    private struct State {
+    /// Bytes waiting for the guest to read port 0x60, at most `outputCapacity`: the
+    /// controller's answers only, and a guest that asks without reading cannot grow it.
+    fileprivate struct State {
         var output: [UInt8] = []
         var commandByte: UInt8 = 0x45     // keyboard interrupt on, system flag, translation
         var pending: UInt8? = nil         // command waiting for its data byte
@@ -16,6 +18,9 @@ public final class I8042: BusDevice {
     private let state = Mutex(State())
 
     public init(power: any PowerControl) { self.power = power }
+
+    /// The real controller holds one byte; QEMU queues 16. Answers beyond are dropped.
+    static let outputCapacity = 16
 
     /// Its two ranges: the data port (0x60) and the status/command port (0x64).
     public enum Region: Int, Sendable { case data = 0, command = 1 }
@@ -44,12 +49,12 @@ public final class I8042: BusDevice {
             if command {
                 s.lastWasCommand = true
                 switch value {
-                case 0x20: s.output.append(s.commandByte)
+                case 0x20: s.answer(s.commandByte)
                 case 0x60, 0xD1, 0xD2, 0xD3, 0xD4: s.pending = value
-                case 0xAA: s.output.append(0x55)       // controller self test passed
-                case 0xAB, 0xA9: s.output.append(0x00) // interface tests passed
-                case 0xC0: s.output.append(0x00)       // input port
-                case 0xD0: s.output.append(0x01)       // output port: reset line high
+                case 0xAA: s.answer(0x55)       // controller self test passed
+                case 0xAB, 0xA9: s.answer(0x00) // interface tests passed
+                case 0xC0: s.answer(0x00)       // input port
+                case 0xD0: s.answer(0x01)       // output port: reset line high
                 case 0xF0...0xFF: reset = value & 0x01 == 0 // pulse output lines; bit 0 is reset
                 default: break                          // enable/disable keyboard and aux
                 }
@@ -58,12 +63,18 @@ public final class I8042: BusDevice {
                 switch s.pending {
                 case 0x60: s.commandByte = value
                 case 0xD1: reset = value & 0x01 == 0
-                case 0xD2, 0xD3: s.output.append(value) // echo as if from keyboard or aux
+                case 0xD2, 0xD3: s.answer(value) // echo as if from keyboard or aux
                 default: break                          // bytes for a keyboard that is not there
                 }
                 s.pending = nil
             }
         }
         if reset { power.guestReset() }
+    }
+}
+
+extension I8042.State {
+    mutating func answer(_ byte: UInt8) {
+        if output.count < I8042.outputCapacity { output.append(byte) }
     }
 }

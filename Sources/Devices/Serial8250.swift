@@ -80,6 +80,9 @@ public final class Serial8250: ConsoleDevice {
     static func enqueue(_ b: UInt8, _ s: inout State) {
         if s.rxCount >= rxCapacity { s.overrun = true; return }
         if s.rxHead > 0 && s.rxHead == s.rx.count { s.rx.removeAll(keepingCapacity: true); s.rxHead = 0 }
+        // A guest that reads while input keeps coming never drains the queue: drop what
+        // it has read once that is as much as the queue holds, so the array stays bounded.
+        if s.rxHead >= rxCapacity { s.rx.removeFirst(s.rxHead); s.rxHead = 0 }
         s.rx.append(b)
     }
 

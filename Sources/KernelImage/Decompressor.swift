@@ -8,6 +8,9 @@ import CZstd
 /// without bound; a corrupt stream is an error that names the format.
 public enum Decompressor {
     public static let maximumOutput = 1 << 30
+    /// What liblzma may allocate for one stream: kernels use 32 MiB (xz) or 64 MiB
+    /// (lzma -9) dictionaries.
+    static let decoderMemoryLimit: UInt64 = 256 << 20
 
     public struct Failure: Error, CustomStringConvertible, Sendable {
         public let description: String
@@ -28,7 +31,9 @@ public enum Decompressor {
 
     static func lzma(_ data: [UInt8], alone: Bool, limit: Int) throws(Failure) -> [UInt8] {
         var stream = lzma_stream()
-        let r = alone ? lzma_alone_decoder(&stream, UInt64.max) : lzma_stream_decoder(&stream, UInt64.max, 0)
+        // The decoder's memory is bounded too: a header may claim a 4 GiB dictionary,
+        // which liblzma would allocate before reading a byte of data.
+        let r = alone ? lzma_alone_decoder(&stream, decoderMemoryLimit) : lzma_stream_decoder(&stream, decoderMemoryLimit, 0)
         guard r == LZMA_OK else { throw Failure(description: "liblzma could not start (code \(r.rawValue))") }
         defer { lzma_end(&stream) }
         var out: [UInt8] = []
@@ -47,6 +52,9 @@ public enum Decompressor {
             }
         }
         guard out.count <= limit else { throw Failure(description: "the decompressed kernel is larger than \(limit >> 20) MiB") }
+        if status == LZMA_MEMLIMIT_ERROR {
+            throw Failure(description: "the \(alone ? "lzma" : "xz") kernel payload needs more than \(decoderMemoryLimit >> 20) MiB to decompress (its dictionary): not a kernel's")
+        }
         // The kernel's xz payload is followed by its 4-byte size: data after the stream is fine.
         guard status == LZMA_STREAM_END || (status == LZMA_DATA_ERROR && !out.isEmpty && stream.avail_in <= 8) else {
             throw Failure(description: "the \(alone ? "lzma" : "xz") kernel payload is corrupt (liblzma code \(status.rawValue))")

@@ -48,7 +48,10 @@ extension Machine {
 
         let stopSwitch = StopSwitch()
         let devices: DeviceManager
-        do { devices = try wireDevices(config, platform: platform, vm: vm, memory: memory, power: stopSwitch, console: console) }
+        do {
+            devices = try wireDevices(config, platform: platform, memory: memory, power: stopSwitch, console: console,
+                                      irq: { gsi in platform ? IRQLine(vm: vm, gsi: gsi) : nil })
+        }
         catch { throw .device(error.description) }
         let virtio = try addVirtioDevices(config, vm: vm, memory: memory, devices: devices, console: console)
 
@@ -176,12 +179,13 @@ extension Machine {
 
     /// Puts every device on the bus at its place in `AddressMap`, each under a stable
     /// id, its interrupts wired through the in-kernel irqchip when there is one (flat
-    /// binaries run without: their devices interrupt nobody).
-    static func wireDevices(_ config: MachineConfig, platform: Bool, vm: VMFileDescriptor, memory: GuestMemory,
-                            power: any PowerControl, console: any SerialOutput) throws(DeviceManager.Failure) -> DeviceManager {
+    /// binaries run without: their devices interrupt nobody). `irq` makes a GSI's line;
+    /// public so the device-bus fuzz target drives exactly the machine's set of devices.
+    public static func wireDevices(_ config: MachineConfig, platform: Bool, memory: GuestMemory, power: any PowerControl,
+                                   console: any SerialOutput,
+                                   irq: (UInt32) -> (any InterruptSource)?) throws(DeviceManager.Failure) -> DeviceManager {
         let devices = DeviceManager(mmioWindow: (AddressMap.deviceMMIOStart, AddressMap.deviceMMIOEnd),
                                     irqs: platform ? AddressMap.allocatableIRQs : [])
-        let irq: (UInt32) -> (any InterruptSource)? = { gsi in platform ? IRQLine(vm: vm, gsi: gsi) : nil }
         try devices.add(Serial8250(output: console, interrupt: irq(AddressMap.com1IRQ)), id: "com1", name: "COM1 8250 UART",
                         ranges: [.ports(AddressMap.com1, Serial8250.registerCount)], interrupts: platform ? [AddressMap.com1IRQ] : [])
         try devices.add(ExitPort(power: power), id: "exit-port", name: "exit port", ranges: [.ports(AddressMap.exitPort, 1)])
@@ -201,7 +205,7 @@ extension Machine {
                             ranges: [.ports(AddressMap.debugExit, DebugExit.portCount)])
             try devices.add(FirmwareConfig(cpus: config.vcpuCount, ramSize: config.memorySize), id: "fw-cfg", name: "fw_cfg",
                             ranges: [.ports(AddressMap.firmwareConfig, FirmwareConfig.portCount)])
-            let lines: [any InterruptSource] = platform ? (0..<UInt32(PCTestDevice.irqCount)).map { IRQLine(vm: vm, gsi: $0) } : []
+            let lines: [any InterruptSource] = platform ? (0..<UInt32(PCTestDevice.irqCount)).compactMap { irq($0) } : []
             typealias R = PCTestDevice.Region
             try devices.add(PCTestDevice(memory: memory, irqLines: lines), id: "pc-testdev", name: "pc-testdev", ranges: [
                 .ports(AddressMap.testDeviceScratch, 4, region: R.scratch.rawValue),

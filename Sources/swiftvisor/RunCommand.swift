@@ -168,20 +168,6 @@ struct RunCommand: ParsableCommand {
         }
     }
 
-    /// `System.map-VERSION` beside `vmlinuz-VERSION`, as distributions install them,
-    /// when it is a real map (Debian's package ships a one-line placeholder; the real one
-    /// is in `linux-image-*-dbg`).
-    static func systemMap(besides kernel: String) -> String? {
-        let slash = kernel.lastIndex(of: "/")
-        let directory = slash.map { String(kernel[...$0]) } ?? ""
-        let file = slash.map { String(kernel[kernel.index(after: $0)...]) } ?? kernel
-        guard file.hasPrefix("vmlinuz-") || file.hasPrefix("vmlinux-") else { return nil }
-        let map = directory + "System.map-" + file.dropFirst("vmlinuz-".count)
-        var st = stat()
-        guard stat(map, &st) == 0, st.st_size > 4096 else { return nil }
-        return map
-    }
-
     /// `vm-` and six hex digits: short enough to type, unlikely to clash.
     static func generatedName() -> String {
         "vm-" + String(UInt32.random(in: 0x10_0000...0xFF_FFFF), radix: 16)

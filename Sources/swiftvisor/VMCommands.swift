@@ -230,14 +230,25 @@ struct LogsCommand: ParsableCommand {
     func run() throws {
         try verb(state.json) {
             _ = try status(name, state)
-            let fd = open(state.directory.path(name, "console.log"), O_RDONLY | O_CLOEXEC)
+            // The rotated half first (a full log moves to console.log.1), then the live one.
+            let path = state.directory.path(name, "console.log")
+            let old = open(ConsoleHub.rotatedPath(path), O_RDONLY | O_CLOEXEC)
+            if old >= 0 {
+                _ = copyToOutput(old)
+                close(old)
+            }
+            var fd = open(path, O_RDONLY | O_CLOEXEC)
             guard fd >= 0 else { return } // nothing printed yet
             defer { close(fd) }
-            var buffer = [UInt8](repeating: 0, count: 65536)
             var finishing = !follow // once the VM has ended, read what is left and stop
             while true {
-                let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
-                if n > 0 { StandardStream.write(bytes: Array(buffer.prefix(n))); continue }
+                if copyToOutput(fd) { continue }
+                // At the end: a rotation replaced the file under us? Then go on in the new one.
+                var here = stat(), there = stat()
+                if fstat(fd, &here) == 0, stat(path, &there) == 0, here.st_ino != there.st_ino {
+                    let next = open(path, O_RDONLY | O_CLOEXEC)
+                    if next >= 0 { close(fd); fd = next; continue }
+                }
                 if finishing { return }
                 if VMStatus.isProcessAlive(name, in: state.directory) {
                     usleep(100_000)
@@ -245,6 +256,18 @@ struct LogsCommand: ParsableCommand {
                     finishing = true
                 }
             }
+        }
+    }
+
+    /// Copies what `fd` has now to standard output; false when it had nothing.
+    private func copyToOutput(_ fd: Int32) -> Bool {
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        var any = false
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
+            guard n > 0 else { return any }
+            StandardStream.write(bytes: Array(buffer.prefix(n)))
+            any = true
         }
     }
 }

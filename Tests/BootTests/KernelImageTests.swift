@@ -86,6 +86,15 @@ final class KernelImageTests: XCTestCase {
         }
     }
 
+    /// Found by the decompression fuzz target: an lzma header claiming a 4 GiB dictionary
+    /// made liblzma allocate it before reading any data.
+    func testAHugeLZMADictionaryIsRefusedBeforeItIsAllocated() {
+        let header: [UInt8] = [0x5D, 0x00, 0x00, 0xFF, 0xFF] + [UInt8](repeating: 0xFF, count: 8) + [UInt8](repeating: 0, count: 32)
+        XCTAssertThrowsError(try Decompressor.decompress(header[...], format: .lzma)) { e in
+            XCTAssertTrue("\(e)".contains("needs more than 256 MiB"), "\(e)")
+        }
+    }
+
     func testBzImagePayloadIsExtractedOnceAndCached() throws {
         let cache = KernelCache(directory: "/tmp/swiftvisor-kernel-cache-\(getpid())")
         defer { _ = try? FileManager.default.removeItem(atPath: cache.directory) }

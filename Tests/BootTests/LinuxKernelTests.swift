@@ -57,6 +57,22 @@ final class LinuxKernelTests: XCTestCase {
         XCTAssertTrue(message(Array(CraftedImage.bzImage().prefix(0x300))).contains("truncated"))
         XCTAssertTrue(message(CraftedImage.multibootELF()).contains("not a 64-bit x86 kernel"))
         XCTAssertTrue(message(Array(CraftedImage.elf64(code: [0xF4]).prefix(0x800))).contains("past the end of the file"))
+        // Found by the kernel-images fuzz target: an entry in a segment whose virtual range
+        // wraps past 2^64 trapped on the sum (now: the entry is simply outside).
+        let wrapping = CraftedImage.elf64(code: [0xF4], virtualAddress: 0xFFFF_FFFF_FFFF_F000, entryOffset: 0x800)
+        XCTAssertTrue(message(wrapping).contains("outside its segments") || message(wrapping) == "loaded", message(wrapping))
+    }
+
+    /// Found by the kernel-images fuzz target: a setup header's cmdline_size of 0 made
+    /// the command-line error message itself overflow.
+    func testAZeroCommandLineSizeIsAClearError() throws {
+        var image = CraftedImage.bzImage()
+        for i in 0..<4 { image[0x238 + i] = 0 }
+        let kernel = try LinuxKernel(image)
+        let memory = try GuestMemory(ranges: [(0, 64 << 20)])
+        XCTAssertThrowsError(try kernel.load(into: memory, commandLine: "", initrd: nil, memoryMap: map, rsdp: nil)) { e in
+            XCTAssertTrue("\(e)".contains("takes at most 0"), "\(e)")
+        }
     }
 
     func testCommandLineAndInitrdLimits() throws {

@@ -62,6 +62,20 @@ final class Serial8250Tests: XCTestCase {
         XCTAssertEqual(n, Serial8250.rxCapacity)
     }
 
+    func testAQueueNeverDrainedKeepsItsOrderAcrossCompaction() {
+        // Input arriving as fast as the guest reads never empties the queue; it must
+        // still be compacted (bounded) and read in order.
+        let uart = Serial8250(output: CapturedOutput())
+        uart.receive([UInt8](repeating: 0, count: 10))
+        for i in 0..<(3 * Serial8250.rxCapacity) {
+            uart.receive([UInt8(truncatingIfNeeded: i)])
+            _ = uart.read(offset: thr, size: 1)
+        }
+        var last: [UInt64] = []
+        while uart.read(offset: lsr, size: 1) & 1 == 1 { last.append(uart.read(offset: thr, size: 1)) }
+        XCTAssertEqual(last, (3 * Serial8250.rxCapacity - 10..<3 * Serial8250.rxCapacity).map { UInt64(UInt8(truncatingIfNeeded: $0)) })
+    }
+
     func testInterruptsFollowIERAndIIR() {
         let line = Line()
         let uart = Serial8250(output: CapturedOutput(), interrupt: line)

@@ -182,4 +182,13 @@ final class PlatformDeviceTests: XCTestCase {
         data.write(offset: 0, size: 1, value: 0x00)
         XCTAssertEqual(p.entries, ["reset", "reset"], "output port with the reset line low")
     }
+
+    func testI8042AnswersAGuestNeverReadsAreBounded() {
+        let kbc = I8042(power: TestDeviceTests.Power())
+        let data = kbc.window(I8042.Region.data.rawValue), command = kbc.window(I8042.Region.command.rawValue)
+        for _ in 0..<100_000 { command.write(offset: 0, size: 1, value: 0x20) }
+        var n = 0
+        while command.read(offset: 0, size: 1) & 1 == 1 { XCTAssertEqual(data.read(offset: 0, size: 1), 0x45); n += 1 }
+        XCTAssertEqual(n, 16, "the controller's answers are queued up to QEMU's 16, the rest dropped")
+    }
 }

@@ -1,5 +1,4 @@
 import Boot
-import Control
 import VMM
 
 /// The one table of `run`'s (and `create`'s) options: each flag's name, whether it
@@ -8,20 +7,20 @@ import VMM
 /// after ArgumentParser has checked a command line (help, errors, spellings) `RunCommand`
 /// hands the same words to it too, so what a flag means is written once. A test checks
 /// that ArgumentParser declares exactly these flags.
-struct RunFlags {
-    struct Flag: Sendable {
-        let name: String
-        let takesValue: Bool
+public enum RunFlags {
+    public struct Flag: Sendable {
+        public let name: String
+        public let takesValue: Bool
         /// The fast path may take a command line with it: no state directory, no
         /// host-side kernel work, no config file, nothing printed before the VM.
-        let fastPath: Bool
-        let apply: @Sendable (inout RunSettings, String) throws(Failure) -> Void
+        public let fastPath: Bool
+        public let apply: @Sendable (inout RunSettings, String) throws(Failure) -> Void
     }
 
-    struct Failure: Error, CustomStringConvertible {
-        let description: String
-        let code: Int32
-        init(_ description: String, code: Int32 = ProcessExitCode.usage) {
+    public struct Failure: Error, CustomStringConvertible {
+        public let description: String
+        public let code: Int32
+        public init(_ description: String, code: Int32 = ProcessExitCode.usage) {
             self.description = description
             self.code = code
         }
@@ -32,7 +31,7 @@ struct RunFlags {
         return v
     }
 
-    static let table: [Flag] = [
+    public static let table: [Flag] = [
         Flag(name: "--image", takesValue: true, fastPath: true) { s, v in s.image = v },
         Flag(name: "--mode", takesValue: true, fastPath: true) { s, v throws(Failure) in
             s.mode = try value("--mode", v, CPUMode.init(rawValue:), "real, protected or long") },
@@ -75,12 +74,12 @@ struct RunFlags {
         Flag(name: "--detach", takesValue: false, fastPath: false) { s, _ in s.detach = true },
     ]
 
-    static let byName: [String: Flag] = Dictionary(uniqueKeysWithValues: table.map { ($0.name, $0) })
+    public static let byName: [String: Flag] = Dictionary(uniqueKeysWithValues: table.map { ($0.name, $0) })
 
     /// Reads `arguments` (the words after `run`) into settings. A flag that takes a
     /// value takes the next word whatever it looks like (`--cmdline -x`), or the text
     /// after `=`. `fastPathOnly`: fail on anything the fast path must leave alone.
-    static func parse(_ arguments: [String], fastPathOnly: Bool = false) throws(Failure) -> RunSettings {
+    public static func parse(_ arguments: [String], fastPathOnly: Bool = false) throws(Failure) -> RunSettings {
         var settings = RunSettings()
         var i = 0
         while i < arguments.count {
@@ -114,69 +113,3 @@ struct RunFlags {
     }
 }
 
-/// What the flags of `run` say, before they become a VM description.
-struct RunSettings {
-    enum Quirks: String, CaseIterable { case auto, on, off }
-    var image: String?, mode: CPUMode?, loadAddress: UInt64?, entry: UInt64?
-    var kernel: String?, cmdline: String?, initrd: String?, systemMap: String?, pvh = false
-    var disks: [DiskConfig] = [], rng = false
-    var virtioTransport: VirtioTransportKind?
-    var virtioConsole = false
-    var rngLimit: UInt64?
-    var memory: UInt64?, cpus: Int?, testDevices = false, noPIT = false
-    var quirks = Quirks.auto, restartOnReboot: Bool?, timeout: Double?
-    var stats = false, json = false, verbose = false, kvmDevice: String?
-    var configFile: String?, name: String?, stateDir: String?, detach = false
-    /// Words that are no option's value (`create`'s NAME).
-    var positionals: [String] = []
-
-    /// The VM description these settings give, on top of `base` (a config file's).
-    /// `prepareKernel` turns the kernel's path into the file to boot (a bzImage's
-    /// payload decompressed on the host) and says whether it is Linux; `quirksHere`
-    /// says whether this host needs the quirks (the probe, asked only for `auto`).
-    func description(base: VMDescription, prepareKernel: (String) throws(RunFlags.Failure) -> (path: String, linux: Bool),
-                     quirksHere: () -> Bool) throws(RunFlags.Failure) -> VMDescription {
-        if image == nil, mode != nil || loadAddress != nil || entry != nil {
-            throw RunFlags.Failure("--mode, --load-address and --entry need --image")
-        }
-        if kernel == nil, cmdline != nil || initrd != nil || pvh || systemMap != nil {
-            throw RunFlags.Failure("--cmdline, --initrd, --pvh and --system-map need --kernel")
-        }
-        if kernel != nil, image != nil { throw RunFlags.Failure("--kernel excludes --image") }
-        var d = base
-        if kernel == nil, case let .kernel(path, commandLine, initrd) = base.config.boot {
-            // A config file's kernel gets the same host-side preparation as --kernel's.
-            d.config.boot = .kernel(path: try prepareKernel(path).path, commandLine: commandLine, initrd: initrd)
-            if d.config.symbolFile == nil { d.config.symbolFile = RunCommand.systemMap(besides: path) }
-        }
-        if let kernel {
-            let prepared = try prepareKernel(kernel)
-            d.config.boot = .kernel(path: prepared.path, commandLine: cmdline ?? "", initrd: initrd)
-            d.config.symbolFile = systemMap ?? RunCommand.systemMap(besides: kernel)
-            d.config.pvh = pvh
-        } else if let image {
-            d.config.boot = .flat(path: image, mode: mode ?? .long, loadAddress: loadAddress, entry: entry)
-        }
-        let isKernel: Bool = if case .kernel = d.config.boot { true } else { false }
-        switch quirks {
-        case .on: d.config.hostQuirks = true
-        case .off: d.config.hostQuirks = false
-        case .auto: if isKernel && (kernel != nil || !d.config.hostQuirks) { d.config.hostQuirks = quirksHere() }
-        }
-        if !disks.isEmpty { d.config.disks = disks }
-        if rng { d.config.rng = true }
-        if virtioConsole { d.config.virtioConsole = true }
-        if let rngLimit { d.config.rngBytesPerSecond = rngLimit }
-        if let virtioTransport { d.config.virtioTransport = virtioTransport }
-        if let memory { d.config.memorySize = memory }
-        if let cpus { d.config.vcpuCount = cpus }
-        if let kvmDevice { d.config.kvmPath = kvmDevice }
-        if testDevices { d.config.testDevices = true }
-        if noPIT { d.config.pit = false }
-        if let timeout { d.timeoutSeconds = timeout }
-        if let restartOnReboot { d.restartOnReboot = restartOnReboot }
-        if let name { d.name = name }
-        do { try d.validate() } catch { throw RunFlags.Failure(error.description) }
-        return d
-    }
-}
