@@ -23,9 +23,11 @@ let package = Package(
         .systemLibrary(name: "CURing", path: "Modulemaps/CURing"),
         .target(name: "KVM", dependencies: ["CKVM", .product(name: "SystemPackage", package: "swift-system")]),
         .target(name: "GuestMemory", dependencies: [.product(name: "SystemPackage", package: "swift-system")]),
-        .target(name: "Devices", dependencies: ["GuestMemory", "CLinux", "CURing"]),
+        // Only for thread-sanitizer builds (SANITIZE_THREAD): a Mutex ThreadSanitizer sees.
+        .target(name: "SanitizerSupport"),
+        .target(name: "Devices", dependencies: ["GuestMemory", "CLinux", "CURing", "SanitizerSupport"]),
         .target(name: "Boot", dependencies: ["GuestMemory"], exclude: ["Guests"]),
-        .target(name: "VMM", dependencies: ["KVM", "GuestMemory", "Devices", "Boot", "CLinux",
+        .target(name: "VMM", dependencies: ["KVM", "GuestMemory", "Devices", "Boot", "CLinux", "SanitizerSupport",
                                             .product(name: "SystemPackage", package: "swift-system")]),
         // `swiftvisor doctor`'s logic: host facts, the live probe, the diagnosis. Used by the
         // command, kept out of the long-running VMM process.
@@ -34,7 +36,7 @@ let package = Package(
         // long-running VMM process does not load four compression libraries.
         .target(name: "KernelImage", dependencies: ["Boot", "VMM", "CLzma", "CZlib", "CZstd", "CLZ4"]),
         // The control API (HTTP/JSON over a Unix socket), its client, the state directory.
-        .target(name: "Control", dependencies: ["VMM", "Devices", "CLinux"], exclude: ["openapi.json"]),
+        .target(name: "Control", dependencies: ["VMM", "Devices", "CLinux", "SanitizerSupport"], exclude: ["openapi.json"]),
         // The VMM process: what runs a machine for its whole life. It links no
         // ArgumentParser and no Foundation, to stay small (see README "Two executables").
         .executableTarget(name: "swiftvisor-vmm", dependencies: ["VMM", "Control", "Devices", "CLinux"]),
@@ -69,13 +71,13 @@ let package = Package(
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "CLinux", "GuestMemory", "Boot", "VMM", "TestSupport"]),
-        .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory", "CLinux"]),
+        .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory", "CLinux", "SanitizerSupport"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory", "TestSupport", "KernelImage", "CLzma", "CZlib", "CZstd", "CLZ4"]),
-        .testTarget(name: "VMMTests", dependencies: ["VMM", "Control", "KVM", "Boot", "Devices", "GuestMemory", "TestSupport", "HostCheck"]),
+        .testTarget(name: "VMMTests", dependencies: ["VMM", "Control", "KVM", "Boot", "Devices", "GuestMemory", "TestSupport", "HostCheck", "SanitizerSupport"]),
         .testTarget(name: "ControlTests", dependencies: ["Control", "VMM", "Boot", "Devices", "TestSupport"]),
         .testTarget(name: "HostCheckTests", dependencies: ["HostCheck", "Control", "VMM", "KVM", "TestSupport"]),
         // Drives the built executables as a user would; depends on them so they are built.
-        .testTarget(name: "CLITests", dependencies: ["swiftvisor", "swiftvisor-vmm", "VMM", "Control", "Boot", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["swiftvisor", "swiftvisor-vmm", "VMM", "Control", "Boot", "TestSupport", "SanitizerSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

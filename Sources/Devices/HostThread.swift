@@ -25,4 +25,13 @@ public enum HostThread {
     }
 
     public static func join(_ thread: pthread_t) { pthread_join(thread, nil) }
+
+    /// A thread nobody will join (it ends on its own, or with the process): its
+    /// resources go back when it ends.
+    @discardableResult
+    public static func detached(_ body: @escaping @Sendable () -> Void) -> Bool {
+        guard let thread = spawn(body) else { return false }
+        pthread_detach(thread)
+        return true
+    }
 }
