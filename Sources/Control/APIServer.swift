@@ -161,11 +161,15 @@ public enum APIClient {
         head += "\r\n"
         guard UnixSocket.writeAll(fd, Array(head.utf8) + payload) else { throw Failure(description: "the VM's API closed the connection") }
         var data: [UInt8] = []
+        // One deadline for the whole answer: each read's own limit alone would let a
+        // server that trickles a byte at a time hold the client for ever.
+        let deadline = monotonicNanoseconds() &+ UInt64(max(timeoutSeconds, 1)) * 1_000_000_000
         while true {
             let chunk = UnixSocket.readSome(fd)
             if chunk.isEmpty { break }
             data += chunk
             if data.count > 1 << 22 { throw Failure(description: "response too large") }
+            if monotonicNanoseconds() > deadline { throw Failure(description: "the VM's API did not finish answering within \(timeoutSeconds) s") }
         }
         guard let headEnd = HTTPRequest.find(data, [13, 10, 13, 10]) else { throw Failure(description: "no response from the VM's API (timed out?)") }
         let statusLine = String(decoding: data[..<headEnd], as: UTF8.self).split(separator: "\r\n").first ?? ""

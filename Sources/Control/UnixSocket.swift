@@ -47,13 +47,16 @@ public enum UnixSocket {
     public static func connect(to path: String, timeoutSeconds: Int = 5) throws(Failure) -> Int32 {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw Failure(description: "socket: \(String(cString: strerror(errno)))") }
+        // Before connect: a Unix socket's connect waits for room in a full listen
+        // backlog, as long as the send time limit allows (a VMM that stopped accepting).
+        setTimeouts(fd, seconds: timeoutSeconds)
         let r = try withAddress(path) { Glibc.connect(fd, $0, $1) }
         guard r == 0 else {
+            let timedOut = errno == EAGAIN || errno == EINPROGRESS
             let e = String(cString: strerror(errno))
             close(fd)
-            throw Failure(description: "cannot connect to \(path): \(e)")
+            throw Failure(description: timedOut ? "\(path) accepted no connection within \(timeoutSeconds) s" : "cannot connect to \(path): \(e)")
         }
-        setTimeouts(fd, seconds: timeoutSeconds)
         return fd
     }
 
