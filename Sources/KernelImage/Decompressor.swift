@@ -11,6 +11,9 @@ public enum Decompressor {
     /// What liblzma may allocate for one stream: kernels use 32 MiB (xz) or 64 MiB
     /// (lzma -9) dictionaries.
     static let decoderMemoryLimit: UInt64 = 256 << 20
+    /// Output is gathered this much at a time (a kernel is tens of MiB; a corrupt
+    /// stream that ends at once costs no more than this).
+    static let chunkSize = 256 << 10
 
     public struct Failure: Error, CustomStringConvertible, Sendable {
         public let description: String
@@ -37,7 +40,7 @@ public enum Decompressor {
         guard r == LZMA_OK else { throw Failure(description: "liblzma could not start (code \(r.rawValue))") }
         defer { lzma_end(&stream) }
         var out: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 1 << 20)
+        var chunk = [UInt8](repeating: 0, count: chunkSize)
         var status = LZMA_OK
         data.withUnsafeBufferPointer { input in
             stream.next_in = input.baseAddress
@@ -69,7 +72,7 @@ public enum Decompressor {
         }
         defer { inflateEnd(&stream) }
         var out: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 1 << 20)
+        var chunk = [UInt8](repeating: 0, count: chunkSize)
         var status = Z_OK
         var input = data
         input.withUnsafeMutableBufferPointer { buffer in
@@ -94,7 +97,7 @@ public enum Decompressor {
         defer { ZSTD_freeDStream(stream) }
         ZSTD_initDStream(stream)
         var out: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 1 << 20)
+        var chunk = [UInt8](repeating: 0, count: chunkSize)
         var failure: String? = nil
         var finished = false
         data.withUnsafeBytes { raw in
@@ -125,7 +128,6 @@ public enum Decompressor {
         let magic: [UInt8] = [0x02, 0x21, 0x4C, 0x18]
         var i = 0
         var out: [UInt8] = []
-        var block = [UInt8](repeating: 0, count: 8 << 20)
         while i + 4 <= data.count {
             if Array(data[i..<(i + 4)]) == magic { i += 4; continue }
             let size = Int(UInt32(data[i]) | UInt32(data[i + 1]) << 8 | UInt32(data[i + 2]) << 16 | UInt32(data[i + 3]) << 24)
@@ -135,14 +137,19 @@ public enum Decompressor {
                 if out.isEmpty { throw Failure(description: "the lz4 kernel payload is truncated") }
                 break // the trailing size field
             }
-            let n = data.withUnsafeBytes { src in
-                block.withUnsafeMutableBytes { dst in
+            guard size <= Int(Int32.max) else { throw Failure(description: "the lz4 kernel payload has a block of \(size) bytes (more than lz4 allows)") }
+            // Each block into fresh, uninitialised memory: only what lz4 wrote is kept.
+            var n: Int32 = 0
+            let block = [UInt8](unsafeUninitializedCapacity: 8 << 20) { dst, count in
+                n = data.withUnsafeBytes { src in
                     LZ4_decompress_safe(src.baseAddress!.advanced(by: i).assumingMemoryBound(to: CChar.self),
-                                        dst.baseAddress!.assumingMemoryBound(to: CChar.self), Int32(size), Int32(dst.count))
+                                        UnsafeMutableRawPointer(dst.baseAddress!).assumingMemoryBound(to: CChar.self),
+                                        Int32(size), Int32(dst.count))
                 }
+                count = max(Int(n), 0)
             }
             guard n >= 0 else { throw Failure(description: "the lz4 kernel payload is corrupt (block at byte \(i))") }
-            out += block.prefix(Int(n))
+            out += block
             guard out.count <= limit else { throw Failure(description: "the decompressed kernel is larger than \(limit >> 20) MiB") }
             i += size
         }
