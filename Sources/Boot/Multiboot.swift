@@ -116,7 +116,8 @@ public struct Multiboot: Sendable {
         var next = (imageEnd + 0xFFF) & ~0xFFF
         func place(_ bytes: [UInt8], what: String, align: UInt64 = 16) throws(BootError) -> UInt64 {
             let at = (next + align - 1) & ~(align - 1)
-            guard at < 0x1_0000_0000, memory.isValid(GuestAddress(at), length: UInt64(max(bytes.count, 1))) else {
+            // Multiboot's fields are 32-bit: the whole piece, its end included, stays below 4 GiB.
+            guard UInt64(bytes.count) <= 0x1_0000_0000, at <= 0x1_0000_0000 - UInt64(bytes.count), memory.isValid(GuestAddress(at), length: UInt64(max(bytes.count, 1))) else {
                 throw .doesNotFit(what: what, address: at, size: UInt64(bytes.count), memorySize: memory.size)
             }
             try ModeSetup.wrap { () throws(GuestMemoryError) in try memory.write(bytes: bytes, at: GuestAddress(at)) }

@@ -259,7 +259,7 @@ public struct HostDiagnosis: Sendable {
     }
 
     static func format(_ v: Double, digits: Int) -> String {
-        guard v.isFinite else { return "?" }
+        guard v.isFinite, abs(v) < 1e15 else { return "?" } // beyond what an Int holds once scaled
         var scale = 1.0
         for _ in 0..<digits { scale *= 10 }
         let r = (v * scale).rounded() / scale
