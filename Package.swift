@@ -77,7 +77,7 @@ let package = Package(
         .testTarget(name: "ControlTests", dependencies: ["Control", "VMM", "Boot", "Devices", "TestSupport"]),
         .testTarget(name: "HostCheckTests", dependencies: ["HostCheck", "Control", "VMM", "KVM", "TestSupport"]),
         // Drives the built executables as a user would; depends on them so they are built.
-        .testTarget(name: "CLITests", dependencies: ["swiftvisor", "swiftvisor-vmm", "VMM", "Control", "Boot", "TestSupport", "SanitizerSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["swiftvisor", "swiftvisor-vmm", "VMM", "Control", "Boot", "Devices", "TestSupport", "SanitizerSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -51,4 +51,32 @@ static inline int clinux_fallocate(int fd, int mode, long long offset, long long
 static inline int clinux_memfd_create(const char *name, unsigned int flags) {
     return (int)syscall(SYS_memfd_create, name, flags);
 }
+
+/// Seccomp (per-thread system-call filters, as Firecracker installs them): the filter
+/// program's types and constants, and the calls Swift cannot make itself (prctl and
+/// syscall are variadic; siginfo's si_syscall sits inside a union).
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <linux/audit.h>
+#include <sys/prctl.h>
+#include <signal.h>
+/// no_new_privs, then the filter on the calling thread only. 0 or -errno.
+static inline int clinux_seccomp_install(struct sock_filter *filter, unsigned short count) {
+    struct sock_fprog program = { .len = count, .filter = filter };
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return -errno;
+    return syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &program) == 0 ? 0 : -errno;
+}
+/// Whether the kernel filters system calls (PR_GET_SECCOMP answers rather than EINVAL).
+static inline int clinux_seccomp_available(void) { return prctl(PR_GET_SECCOMP, 0, 0, 0, 0) >= 0; }
+/// Names the calling thread (pthread_setname_np is declared only under _GNU_SOURCE).
+static inline void clinux_set_thread_name(const char *name) { prctl(PR_SET_NAME, name, 0, 0, 0); }
+/// The system call a SIGSYS from a SECCOMP_RET_TRAP filter reports.
+static inline int clinux_siginfo_syscall(const siginfo_t *info) { return info->si_syscall; }
+/// A raw system call with no arguments (for checking a filter from a test).
+static inline long clinux_syscall0(long number) { return syscall(number, 0, 0, 0, 0, 0, 0); }
+/// The kind of thread (an index into the seccomp policy's kinds) this thread runs as,
+/// for the SIGSYS handler's report: thread-local, readable in a signal handler.
+static __thread int clinux_thread_kind_value = -1;
+static inline void clinux_set_thread_kind(int kind) { clinux_thread_kind_value = kind; }
+static inline int clinux_thread_kind(void) { return clinux_thread_kind_value; }
 #endif

@@ -1,4 +1,5 @@
 import Boot
+import Devices
 import VMM
 
 /// The one table of `run`'s (and `create`'s) options: each flag's name, whether it
@@ -64,6 +65,8 @@ public enum RunFlags {
             s.restartOnReboot = try value("--on-reboot", v, { $0 == "restart" ? true : $0 == "exit" ? false : nil }, "exit or restart") },
         Flag(name: "--timeout", takesValue: true, fastPath: true) { s, v throws(Failure) in
             s.timeout = try value("--timeout", v, { Double($0) }, "a number of seconds") },
+        Flag(name: "--seccomp", takesValue: true, fastPath: true) { s, v throws(Failure) in
+            s.seccomp = try value("--seccomp", v, SeccompMode.init(rawValue:), "kill, log or off") },
         Flag(name: "--stats", takesValue: false, fastPath: true) { s, _ in s.stats = true },
         Flag(name: "--json", takesValue: false, fastPath: true) { s, _ in s.json = true },
         Flag(name: "--verbose", takesValue: false, fastPath: false) { s, _ in s.verbose = true },

@@ -1,4 +1,5 @@
 import Boot
+import Devices
 import Glibc
 import VMM
 
@@ -12,7 +13,7 @@ public struct RunSettings {
     public var virtioConsole = false
     public var rngLimit: UInt64?
     public var memory: UInt64?, cpus: Int?, testDevices = false, noPIT = false
-    public var quirks = Quirks.auto, restartOnReboot: Bool?, timeout: Double?
+    public var quirks = Quirks.auto, restartOnReboot: Bool?, timeout: Double?, seccomp: SeccompMode?
     public var stats = false, json = false, verbose = false, kvmDevice: String?
     public var configFile: String?, name: String?, stateDir: String?, detach = false
     /// Words that are no option's value (`create`'s NAME).
@@ -66,6 +67,7 @@ public struct RunSettings {
         if let timeout { d.timeoutSeconds = timeout }
         if let restartOnReboot { d.restartOnReboot = restartOnReboot }
         if let name { d.name = name }
+        if let seccomp { d.seccomp = seccomp }
         do { try d.validate() } catch { throw RunFlags.Failure(error.description) }
         return d
     }

@@ -54,7 +54,7 @@ public final class TerminalConsole: @unchecked Sendable {
         if !pollable {
             // A regular file or /dev/null as stdin: epoll cannot watch it, so one thread
             // reads it to the end and hands the bytes to the loop.
-            HostThread.detached {
+            HostThread.detached(kind: .stdinReader) {
                 var buffer = [UInt8](repeating: 0, count: 4096)
                 while true {
                     let n = buffer.withUnsafeMutableBytes { read(0, $0.baseAddress!, $0.count) }

@@ -1,4 +1,5 @@
 import Boot
+import Devices
 import VMM
 
 /// The one JSON description of a VM: what config files (`swiftvisor run --config`),
@@ -26,16 +27,20 @@ public struct VMDescription: Equatable, Sendable, Decodable {
     public var timeoutSeconds: Double?
     /// A guest that resets (reboots) is started again instead of ending the VM.
     public var restartOnReboot: Bool
+    /// The VMM process's per-thread system-call filters (kill unless asked otherwise).
+    public var seccomp: SeccompMode
 
-    public init(name: String? = nil, config: MachineConfig = MachineConfig(), timeoutSeconds: Double? = nil, restartOnReboot: Bool = false) {
+    public init(name: String? = nil, config: MachineConfig = MachineConfig(), timeoutSeconds: Double? = nil, restartOnReboot: Bool = false,
+                seccomp: SeccompMode = .kill) {
         self.name = name
         self.config = config
         self.timeoutSeconds = timeoutSeconds
         self.restartOnReboot = restartOnReboot
+        self.seccomp = seccomp
     }
 
     enum Keys: String, CodingKey, CaseIterable {
-        case name, memory, cpus, boot, testDevices, pit, hostQuirks, pvh, symbols, timeout, onReboot, kvmDevice, disks, rng, rngLimit, virtioConsole, virtioTransport
+        case name, memory, cpus, boot, testDevices, pit, hostQuirks, pvh, symbols, timeout, onReboot, kvmDevice, disks, rng, rngLimit, virtioConsole, virtioTransport, seccomp
     }
 
     public init(from decoder: any Decoder) throws {
@@ -66,6 +71,14 @@ public struct VMDescription: Equatable, Sendable, Decodable {
         case "exit": restartOnReboot = false
         case "restart": restartOnReboot = true
         default: throw JSONValueDecoder.Failure(path: "onReboot", message: "must be \"exit\" or \"restart\"")
+        }
+        if let m = try c.decodeIfPresent(String.self, forKey: .seccomp) {
+            guard let mode = SeccompMode(rawValue: m) else {
+                throw JSONValueDecoder.Failure(path: "seccomp", message: "must be \"kill\", \"log\" or \"off\"")
+            }
+            seccomp = mode
+        } else {
+            seccomp = .kill
         }
         self.config = config
     }
@@ -152,6 +165,7 @@ public struct VMDescription: Equatable, Sendable, Decodable {
         if c.virtioTransport != .pci { o.append(("virtioTransport", .string(c.virtioTransport.rawValue))) }
         if let t = timeoutSeconds { o.append(("timeout", .double(t))) }
         if restartOnReboot { o.append(("onReboot", .string("restart"))) }
+        if seccomp != .kill { o.append(("seccomp", .string(seccomp.rawValue))) }
         return .object(o)
     }
 }

@@ -6,12 +6,12 @@ import KVM
 /// exit, the vCPU, where it was (RIP, the kernel symbol when known, mode), the
 /// instruction bytes there and the registers.
 public enum FailureReport {
-    static func describe(vcpu: VCPU, index: Int, memory: GuestMemory, symbolFile: String? = nil, exit: String, instructionBytes: [UInt8]?) -> String {
+    static func describe(vcpu: VCPU, index: Int, memory: GuestMemory, symbols: KernelSymbolSource? = nil, exit: String, instructionBytes: [UInt8]?) -> String {
         var text = "vCPU \(index): \(exit)"
         guard let regs = try? vcpu.registers(), let sregs = try? vcpu.specialRegisters() else { return text }
         let mode = sregs.cr0 & 1 == 0 ? "real mode" : (sregs.efer & (1 << 10) != 0 ? (sregs.cs.l != 0 ? "long mode" : "compatibility mode") : "protected mode")
         text += " at RIP 0x\(hex(regs.rip))"
-        if let name = symbols(in: symbolFile)?.name(for: regs.rip) { text += " <\(name)>" }
+        if let name = symbols?.symbols?.name(for: regs.rip) { text += " <\(name)>" }
         text += " (CS 0x\(hex(UInt64(sregs.cs.selector))), \(mode), CPL \(sregs.cs.dpl))"
         let bytes = instructionBytes.flatMap { $0.isEmpty ? nil : $0 } ?? bytesAtRIP(vcpu, memory)
         if !bytes.isEmpty {

@@ -42,9 +42,10 @@ public final class Machine: Sendable {
         self.vm = vm
         self.stopSwitch = stopSwitch
         self.buildStarted = buildStarted
+        let symbols = KernelSymbolSource(path: config.effectiveSymbolFile)
         threads = vcpus.enumerated().map { index, vcpu in
             VCPUThread(vcpu: vcpu, index: index, devices: devices, memory: memory, stopSwitch: stopSwitch,
-                       quirks: config.hostQuirks, symbolFile: config.effectiveSymbolFile)
+                       quirks: config.hostQuirks, symbols: symbols)
         }
         stopSwitch.suspendHandler.withLock { $0 = { [weak self] in self?.enterS3() } }
     }

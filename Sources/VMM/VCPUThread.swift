@@ -37,8 +37,8 @@ final class VCPUThread: Sendable {
     let statistics = VCPUStatistics()
     /// Complete instructions the host's emulator rejects (`HostQuirks`).
     let quirks: Bool
-    /// Names the code a failure stopped in (`MachineConfig.symbolFile`).
-    let symbolFile: String?
+    /// Names the code a failure stopped in (`MachineConfig.symbolFile`, opened by the machine).
+    let symbols: KernelSymbolSource?
 
     private let commands = Mutex<[Command]>([])
     private let hasCommands = Atomic<Bool>(false)
@@ -47,14 +47,14 @@ final class VCPUThread: Sendable {
     private let phaseValue = Atomic<Int>(Phase.created.rawValue)
     private let thread = Mutex<pthread_t?>(nil)
 
-    init(vcpu: VCPU, index: Int, devices: DeviceManager, memory: GuestMemory, stopSwitch: StopSwitch, quirks: Bool, symbolFile: String?) {
+    init(vcpu: VCPU, index: Int, devices: DeviceManager, memory: GuestMemory, stopSwitch: StopSwitch, quirks: Bool, symbols: KernelSymbolSource?) {
         self.vcpu = vcpu
         self.index = index
         self.devices = devices
         self.memory = memory
         self.stopSwitch = stopSwitch
         self.quirks = quirks
-        self.symbolFile = symbolFile
+        self.symbols = symbols
         wakeup = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
     }
 
@@ -65,7 +65,7 @@ final class VCPUThread: Sendable {
     /// Starts the thread; `ended` runs on it when the loop is left.
     func start(ended: @escaping @Sendable (Ending) -> Void) -> Bool {
         phaseValue.store(Phase.running.rawValue, ordering: .releasing)
-        guard let t = HostThread.spawn({ [self] in
+        guard let t = HostThread.spawn(kind: .vcpu, { [self] in
             let ending = loop()
             if let rip = try? vcpu.registers().rip { statistics.update { $0.finalRIP = rip } }
             phaseValue.store(Phase.finished.rawValue, ordering: .releasing)
@@ -159,7 +159,7 @@ final class VCPUThread: Sendable {
                 break
             }
             if case let .failure(what, bytes) = outcome {
-                stopSwitch.stop(.guestFailure(FailureReport.describe(vcpu: vcpu, index: index, memory: memory, symbolFile: symbolFile,
+                stopSwitch.stop(.guestFailure(FailureReport.describe(vcpu: vcpu, index: index, memory: memory, symbols: symbols,
                                                                       exit: what, instructionBytes: bytes)))
             }
 

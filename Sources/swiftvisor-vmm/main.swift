@@ -109,6 +109,26 @@ final class Session: @unchecked Sendable {
     }
 }
 
+/// `swiftvisor-vmm --seccomp-check KIND CALL [MODE]`: makes system call CALL (no
+/// arguments) on a thread of KIND (main, vcpu, block-worker, stdin-reader) under that
+/// kind's filter in MODE (default kill), and says whether it was let through. How the
+/// tests (and a curious user) see a filter refuse a call; it boots nothing.
+func seccompCheck(_ arguments: [String]) -> Never {
+    let usage = "usage: swiftvisor-vmm --seccomp-check main|vcpu|block-worker|stdin-reader CALL [kill|log|off]"
+    let kinds: [String: ThreadKind] = ["main": .main, "vcpu": .vcpu, "block-worker": .blockWorker, "stdin-reader": .stdinReader]
+    guard arguments.count == 2 || arguments.count == 3, let kind = kinds[arguments[0]],
+          let number = Seccomp.number(arguments[1]) else { fail(usage, code: ProcessExitCode.usage, json: false) }
+    let mode = arguments.count == 3 ? SeccompMode(rawValue: arguments[2]) : .kill
+    guard let mode else { fail(usage, code: ProcessExitCode.usage, json: false) }
+    do { try Seccomp.configure(mode, exitCode: ProcessExitCode.vmmFailure) } catch { fail(error.description, code: ProcessExitCode.vmmFailure, json: false) }
+    guard let thread = HostThread.spawn(kind: kind, { _ = clinux_syscall0(number) }) else {
+        fail("cannot start a thread", code: ProcessExitCode.vmmFailure, json: false)
+    }
+    HostThread.join(thread)
+    StandardStream.output("\(arguments[1]): let through on a \(kind.name) thread (--seccomp \(mode.rawValue))\n")
+    exit(0)
+}
+
 func main() -> Never {
     // SIGINT, SIGTERM and SIGHUP stop the VM cleanly through a signalfd on the loop;
     // they are held for the whole process, so one that arrives between two machines (a
@@ -116,8 +136,14 @@ func main() -> Never {
     var stopSignals = EventLoop.stopSignals
     pthread_sigmask(SIG_BLOCK, &stopSignals, nil)
 
-    let launch = readLaunch(Array(CommandLine.arguments.dropFirst()))
+    let arguments = Array(CommandLine.arguments.dropFirst())
+    if arguments.first == "--seccomp-check" { seccompCheck(Array(arguments.dropFirst())) }
+    let launch = readLaunch(arguments)
     let json = launch.json
+    // The filters' mode, before any thread starts; each thread installs its own.
+    do { try Seccomp.configure(launch.vm.seccomp, exitCode: ProcessExitCode.vmmFailure) } catch {
+        fail(error.description, code: ProcessExitCode.vmmFailure, json: json)
+    }
     let registration = launch.vm.name.flatMap { n in launch.stateDirectory.map { Registration(state: StateDirectory(root: $0), name: n) } }
     registration?.record("\(getpid())\n", "pid")
     let loop: EventLoop
@@ -176,6 +202,9 @@ func main() -> Never {
         }
     }
 
+    // Set-up is done: from here the main thread makes only the calls its list allows
+    // (the vCPU threads installed theirs as they started).
+    Seccomp.enter(.main)
     loop.run(until: { session.done })
 
     terminal?.restore()

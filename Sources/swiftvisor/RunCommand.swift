@@ -187,6 +187,7 @@ struct RunCommand: ParsableCommand {
 
 extension CPUMode: ExpressibleByArgument {}
 extension VirtioTransportKind: ExpressibleByArgument {}
+extension SeccompMode: ExpressibleByArgument {}
 
 /// The options of `run` and `create`, as ArgumentParser shows and checks them. What
 /// they mean is `RunFlags`, the one table the fast path reads too (a test keeps the two
@@ -276,6 +277,9 @@ struct VMFlags: ParsableArguments {
 
     @Option(name: .long, parsing: .unconditional, help: "Number of vCPUs (for flat binaries each starts at the entry point with its index in RDI; kernels start the others with INIT/SIPI).")
     var cpus: Int?
+
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("The VMM's per-thread system-call filters (see README \"Security\"): kill stops the VMM with a report at a call outside its thread's list (the default), log lets it through and has the kernel log it, off installs none.", valueName: "kill|log|off"))
+    var seccomp: SeccompMode?
 
     @Flag(name: .long, help: "Print what trapped to the VMM and where the time went, after the guest stops.")
     var stats = false

@@ -38,7 +38,7 @@ final class VMDescriptionTests: XCTestCase {
     }
 
     func testErrorsNameTheFieldByItsPath() {
-        XCTAssertEqual(error(#"{"memroy": "64M"}"#), "unknown field \"memroy\" (known: name, memory, cpus, boot, testDevices, pit, hostQuirks, pvh, symbols, timeout, onReboot, kvmDevice, disks, rng, rngLimit, virtioConsole, virtioTransport)")
+        XCTAssertEqual(error(#"{"memroy": "64M"}"#), "unknown field \"memroy\" (known: name, memory, cpus, boot, testDevices, pit, hostQuirks, pvh, symbols, timeout, onReboot, kvmDevice, disks, rng, rngLimit, virtioConsole, virtioTransport, seccomp)")
         XCTAssertTrue(error(#"{"boot": {"image": "a", "colour": 1}}"#).hasPrefix("unknown field \"boot.colour\""))
         XCTAssertEqual(error(#"{"cpus": "two"}"#), "\"cpus\": must be a whole number")
         XCTAssertEqual(error(#"{"cpus": 1e30}"#), "\"cpus\": must be a whole number from \(Int.min) to \(Int.max)", "never a trap on a huge number")
@@ -51,6 +51,14 @@ final class VMDescriptionTests: XCTestCase {
         XCTAssertEqual(error(#"{"onReboot": "halt"}"#), "\"onReboot\": must be \"exit\" or \"restart\"")
         XCTAssertEqual(error("[1]"), "must be an object")
         XCTAssertTrue(error("{").hasPrefix("invalid JSON"), error("{"))
+    }
+
+    func testSeccompModeDefaultsToKillAndRoundTrips() throws {
+        XCTAssertEqual(try parse("{}").seccomp, .kill)
+        let log = try parse(#"{"seccomp": "log"}"#)
+        XCTAssertEqual(log.seccomp, .log)
+        XCTAssertEqual(try parse(log.json.rendered), log)
+        XCTAssertEqual(error(#"{"seccomp": "strict"}"#), "\"seccomp\": must be \"kill\", \"log\" or \"off\"")
     }
 
     func testValidationIsOnePlace() {

@@ -34,7 +34,7 @@ public final class ThreadPoolBlockBackend: BlockBackend {
         completionFD = c
         jobsFD = j
         for _ in 0..<max(1, workers) {
-            guard let t = HostThread.spawn({ [self] in work() }) else { break }
+            guard let t = HostThread.spawn(kind: .blockWorker, { [self] in work() }) else { break }
             threads.withLock { $0.append(t) }
         }
         if threads.withLock({ $0.isEmpty }) { close(c); close(j); return nil }
