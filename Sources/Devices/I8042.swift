@@ -7,13 +7,17 @@ import Synchronization
 public final class I8042: BusDevice {
 
     let power: any PowerControl
-    /// Bytes waiting for the guest to read port 0x60, at most `outputCapacity`: the
-    /// controller's answers only, and a guest that asks without reading cannot grow it.
-    fileprivate struct State {
+    private struct State {
+        /// Bytes waiting for the guest to read port 0x60, at most `outputCapacity`: the
+        /// controller's answers only, and a guest that asks without reading cannot grow it.
         var output: [UInt8] = []
         var commandByte: UInt8 = 0x45     // keyboard interrupt on, system flag, translation
         var pending: UInt8? = nil         // command waiting for its data byte
         var lastWasCommand = false
+
+        mutating func answer(_ byte: UInt8) {
+            if output.count < I8042.outputCapacity { output.append(byte) }
+        }
     }
     private let state = Mutex(State())
 
@@ -70,11 +74,5 @@ public final class I8042: BusDevice {
             }
         }
         if reset { power.guestReset() }
-    }
-}
-
-extension I8042.State {
-    mutating func answer(_ byte: UInt8) {
-        if output.count < I8042.outputCapacity { output.append(byte) }
     }
 }

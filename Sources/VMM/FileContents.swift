@@ -34,24 +34,6 @@ public enum FileContents {
             throw .file(path: path, why: errno.map { "\($0)" } ?? "cannot open", missing: errno == .noSuchFileOrDirectory)
         }
         defer { try? fd.close() }
-        var st = stat()
-        guard fstat(fd.rawValue, &st) == 0 else { throw .file(path: path, why: "cannot stat", missing: false) }
-        guard (st.st_mode & S_IFMT) == S_IFREG else { throw .file(path: path, why: "not a regular file", missing: false) }
-        guard st.st_size <= maximumSize else { throw .file(path: path, why: "larger than 1 GiB", missing: false) }
-        var bytes = [UInt8](repeating: 0, count: min(Int(st.st_size), limit))
-        var done = 0
-        while done < bytes.count {
-            let n: Int
-            do {
-                n = try bytes.withUnsafeMutableBytes { buf in
-                    try fd.read(into: UnsafeMutableRawBufferPointer(rebasing: buf[done...]))
-                }
-            } catch {
-                throw .file(path: path, why: "read failed: \(error)", missing: false)
-            }
-            if n == 0 { break }
-            done += n
-        }
-        return Array(bytes.prefix(done))
+        return try read(fd: fd.rawValue, path: path, limit: limit)
     }
 }
