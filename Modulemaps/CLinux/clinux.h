@@ -79,4 +79,37 @@ static inline long clinux_syscall0(long number) { return syscall(number, 0, 0, 0
 static __thread int clinux_thread_kind_value = -1;
 static inline void clinux_set_thread_kind(int kind) { clinux_thread_kind_value = kind; }
 static inline int clinux_thread_kind(void) { return clinux_thread_kind_value; }
+
+/// The jailed launch (namespaces, a private root, no capabilities): the calls glibc
+/// declares only under _GNU_SOURCE or not at all (pivot_root, capset), and the flag
+/// values Swift cannot see. Each returns 0 or -errno.
+#include <linux/capability.h>
+static const int CLINUX_CLONE_NEWNS = 0x00020000;
+static const int CLINUX_CLONE_NEWCGROUP = 0x02000000;
+static const int CLINUX_CLONE_NEWUTS = 0x04000000;
+static const int CLINUX_CLONE_NEWIPC = 0x08000000;
+static const int CLINUX_CLONE_NEWPID = 0x20000000;
+static const int CLINUX_CLONE_NEWNET = 0x40000000;
+static const int CLINUX_O_PATH = 010000000;
+static const int CLINUX_RLIMIT_NPROC = 6;
+static inline int clinux_pipe_cloexec(int fds[2]) { return syscall(SYS_pipe2, fds, 02000000 /* O_CLOEXEC */) == 0 ? 0 : -errno; }
+static inline int clinux_unshare(int flags) { return syscall(SYS_unshare, flags) == 0 ? 0 : -errno; }
+static inline int clinux_setns(int fd, int type) { return syscall(SYS_setns, fd, type) == 0 ? 0 : -errno; }
+static inline int clinux_pivot_root(const char *new_root, const char *put_old) {
+    return syscall(SYS_pivot_root, new_root, put_old) == 0 ? 0 : -errno;
+}
+/// The signal this process gets when its parent dies (the jail's supervisor).
+static inline int clinux_set_parent_death_signal(int signal) { return prctl(PR_SET_PDEATHSIG, signal, 0, 0, 0) == 0 ? 0 : -errno; }
+static inline int clinux_set_no_new_privileges(void) { return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 ? 0 : -errno; }
+/// Gives up every capability for good: the bounding set (so no exec can regain one),
+/// the ambient set, then the effective, permitted and inheritable sets.
+static inline int clinux_drop_all_capabilities(void) {
+    for (int cap = 0; cap <= 63; cap++) {
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) return -errno;
+    }
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL) return -errno;
+    struct __user_cap_header_struct header = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+    struct __user_cap_data_struct data[2] = { { 0, 0, 0 }, { 0, 0, 0 } };
+    return syscall(SYS_capset, &header, data) == 0 ? 0 : -errno;
+}
 #endif

@@ -67,6 +67,8 @@ public enum RunFlags {
             s.timeout = try value("--timeout", v, { Double($0) }, "a number of seconds") },
         Flag(name: "--seccomp", takesValue: true, fastPath: true) { s, v throws(Failure) in
             s.seccomp = try value("--seccomp", v, SeccompMode.init(rawValue:), "kill, log or off") },
+        Flag(name: "--jail", takesValue: false, fastPath: true) { s, _ in s.jail = true },
+        Flag(name: "--netns", takesValue: true, fastPath: true) { s, v in s.netns = v },
         Flag(name: "--stats", takesValue: false, fastPath: true) { s, _ in s.stats = true },
         Flag(name: "--json", takesValue: false, fastPath: true) { s, _ in s.json = true },
         Flag(name: "--verbose", takesValue: false, fastPath: false) { s, _ in s.verbose = true },

@@ -16,6 +16,7 @@ public struct RunSettings {
     public var quirks = Quirks.auto, restartOnReboot: Bool?, timeout: Double?, seccomp: SeccompMode?
     public var stats = false, json = false, verbose = false, kvmDevice: String?
     public var configFile: String?, name: String?, stateDir: String?, detach = false
+    public var jail = false, netns: String?
     /// Words that are no option's value (`create`'s NAME).
     public var positionals: [String] = []
 
@@ -68,6 +69,11 @@ public struct RunSettings {
         if let restartOnReboot { d.restartOnReboot = restartOnReboot }
         if let name { d.name = name }
         if let seccomp { d.seccomp = seccomp }
+        if jail || netns != nil {
+            var j = d.jail ?? JailSettings()
+            if let netns { j.networkNamespace = netns }
+            d.jail = j
+        }
         do { try d.validate() } catch { throw RunFlags.Failure(error.description) }
         return d
     }

@@ -9,7 +9,8 @@ import VMM
 ///     {"name": "web", "memory": "64M", "cpus": 1, "testDevices": false, "pit": true,
 ///      "hostQuirks": false, "pvh": false, "symbols": "System.map", "timeout": 30,
 ///      "onReboot": "exit" | "restart", "rng": false, "rngLimit": "64K", "virtioConsole": false,
-///      "virtioTransport": "pci" | "mmio",
+///      "virtioTransport": "pci" | "mmio", "seccomp": "kill" | "log" | "off",
+///      "jail": true | {"netns": "/run/netns/NAME", "memoryLimit": "1G", "cpuLimit": 1.5, ...},
 ///      "disks": [{"path": "disk.img", "readonly": false, "id": "vda", "serial": "...", "direct": false,
 ///                 "bandwidth": "10M", "iops": 1000}],
 ///      "boot": {"demo": true}
@@ -29,18 +30,21 @@ public struct VMDescription: Equatable, Sendable, Decodable {
     public var restartOnReboot: Bool
     /// The VMM process's per-thread system-call filters (kill unless asked otherwise).
     public var seccomp: SeccompMode
+    /// Run the VMM jailed (namespaces, a private root, limits, no capabilities).
+    public var jail: JailSettings?
 
     public init(name: String? = nil, config: MachineConfig = MachineConfig(), timeoutSeconds: Double? = nil, restartOnReboot: Bool = false,
-                seccomp: SeccompMode = .kill) {
+                seccomp: SeccompMode = .kill, jail: JailSettings? = nil) {
         self.name = name
         self.config = config
         self.timeoutSeconds = timeoutSeconds
         self.restartOnReboot = restartOnReboot
         self.seccomp = seccomp
+        self.jail = jail
     }
 
     enum Keys: String, CodingKey, CaseIterable {
-        case name, memory, cpus, boot, testDevices, pit, hostQuirks, pvh, symbols, timeout, onReboot, kvmDevice, disks, rng, rngLimit, virtioConsole, virtioTransport, seccomp
+        case name, memory, cpus, boot, testDevices, pit, hostQuirks, pvh, symbols, timeout, onReboot, kvmDevice, disks, rng, rngLimit, virtioConsole, virtioTransport, seccomp, jail
     }
 
     public init(from decoder: any Decoder) throws {
@@ -80,6 +84,7 @@ public struct VMDescription: Equatable, Sendable, Decodable {
         } else {
             seccomp = .kill
         }
+        jail = try c.decodeIfPresent(JailSettings.self, forKey: .jail)
         self.config = config
     }
 
@@ -95,6 +100,7 @@ public struct VMDescription: Equatable, Sendable, Decodable {
                 throw .invalid("timeout", "\(t) is not a number of seconds from 0 to \(Int(VMDescription.maximumTimeoutSeconds))")
             }
         }
+        try jail?.validate(for: config)
     }
 
     /// The time limit in nanoseconds (validated: it fits).
@@ -166,6 +172,7 @@ public struct VMDescription: Equatable, Sendable, Decodable {
         if let t = timeoutSeconds { o.append(("timeout", .double(t))) }
         if restartOnReboot { o.append(("onReboot", .string("restart"))) }
         if seccomp != .kill { o.append(("seccomp", .string(seccomp.rawValue))) }
+        if let jail { o.append(("jail", jail.json)) }
         return .object(o)
     }
 }

@@ -62,6 +62,10 @@ public final class VMInstance: Sendable {
     public func configure(_ d: VMDescription) throws(BootFailure) {
         try state.withLock { (s: inout State) throws(BootFailure) in
             guard s.phase == .created else { throw BootFailure(message: "the VM has booted: its configuration is fixed (stop it and create another)", status: 409) }
+            // The process applied these when it started; it cannot take them back.
+            guard d.seccomp == s.description.seccomp, d.jail == s.description.jail else {
+                throw BootFailure(message: "seccomp and jail belong to the VMM process and are fixed when it starts: keep them as GET /vm/config shows them (create another VM to change them)", status: 409)
+            }
             s.description = d
         }
         configured(d)

@@ -216,6 +216,20 @@ public struct HostDiagnosis: Sendable {
                 checks.append(DiagnosticCheck("optional." + path.split(separator: "/").last!, path, .warn, "missing: no \(use)", fix: fix))
             }
         }
+        // The jailed launch (README "Jailed launch").
+        if f.isRoot {
+            checks.append(DiagnosticCheck("jail.namespaces", "--jail", .pass, "running as root: the jail can make its namespaces and mounts"))
+        } else {
+            checks.append(DiagnosticCheck("jail.namespaces", "--jail", .warn, "not root: --jail cannot make its namespaces and mounts",
+                                          fix: "run jailed VMs as root (sudo swiftvisor run --jail ...)"))
+        }
+        if let mount = f.cgroupMount, f.cgroupControllers.contains("memory") || f.cgroupControllers.contains("cpu") {
+            checks.append(DiagnosticCheck("jail.cgroup", "jail cgroup", .pass, "cgroup v2 at \(mount) offers \(f.cgroupControllers.joined(separator: ", ")): --jail limits memory and CPU"))
+        } else {
+            let why = f.cgroupMount.map { "cgroup v2 at \($0) offers no memory or cpu controller (cgroup v1 holds them)" } ?? "no cgroup v2 hierarchy"
+            checks.append(DiagnosticCheck("jail.cgroup", "jail cgroup", .warn, "\(why): --jail runs without a cgroup (its resource limits still apply)",
+                                          fix: "boot the host with systemd.unified_cgroup_hierarchy=1 (cgroup v2 only)"))
+        }
         if f.hugePages > 0 {
             checks.append(DiagnosticCheck("optional.hugepages", "huge pages", .pass, "\(f.hugePages) reserved"))
         } else {

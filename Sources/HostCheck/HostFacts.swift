@@ -59,6 +59,10 @@ public struct HostFacts: Sendable, Equatable {
     public var hugePages: Int
     /// The live probe's results, when it ran.
     public var probe: ProbeResult?
+    /// The cgroup v2 hierarchy and which of the controllers `--jail` uses it offers
+    /// (nil: no cgroup v2).
+    public var cgroupMount: String?
+    public var cgroupControllers: [String] = []
 
     public init(cpu: CPU, hypervisor: String? = nil, modules: Set<String>, parameters: [String: String] = [:],
                 devicePath: String = "/dev/kvm", device: Device, user: String = "user", isRoot: Bool = false,
@@ -101,6 +105,8 @@ public struct HostFacts: Sendable, Equatable {
             facts.kvmError = error.description
         }
         for p in optionalDevicePaths { facts.optionalDevices[p] = exists(p) }
+        facts.cgroupMount = Cgroup.unifiedMount()
+        facts.cgroupControllers = facts.cgroupMount.map { Cgroup.controllers(at: $0) } ?? []
         facts.hugePages = Int((FileSystem.readText("/proc/sys/vm/nr_hugepages") ?? "0").trimmingWhitespace) ?? 0
         if runProbe, facts.kvm != nil {
             facts.probe = HostProbe.run(devicePath: devicePath)

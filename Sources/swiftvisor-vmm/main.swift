@@ -129,6 +129,32 @@ func seccompCheck(_ arguments: [String]) -> Never {
     exit(0)
 }
 
+/// The jail the description asks for: in the process the user started, the jailed
+/// VMM is started as a child (this program again, handed the same description) and
+/// supervised, and this never returns; in that child (`syncFD` set), the jail is
+/// entered and the VMM's pid as the host sees it returned.
+func jail(_ settings: JailSettings, launch: VMMLaunch, registration: Registration?, syncFD: Int32?) -> pid_t {
+    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+    let here = getcwd(&buffer, buffer.count) != nil ? String(cString: buffer) : "/"
+    let plan = settings.plan(for: launch.vm, stateFolder: registration.map { $0.state.folder($0.name) }, workingDirectory: here,
+                             cgroupName: launch.vm.name ?? "vmm-\(getpid())")
+    do {
+        if let syncFD { return try Jail.enter(plan, syncFD: syncFD) }
+        let description = clinux_memfd_create("swiftvisor-vm", 0)
+        guard description >= 0 else { fail("jail: memfd_create: \(String(cString: strerror(errno)))", code: ProcessExitCode.vmmFailure, json: launch.json) }
+        let bytes = Array(launch.jsonValue.rendered.utf8)
+        guard bytes.withUnsafeBytes({ pwrite(description, $0.baseAddress, $0.count, 0) }) == bytes.count else {
+            fail("jail: cannot hand the VM description on: \(String(cString: strerror(errno)))", code: ProcessExitCode.vmmFailure, json: launch.json)
+        }
+        try Jail.start(plan, arguments: { ["--jailed", String($0), "--config-fd", String(description)] },
+                       note: { if launch.verbose { StandardStream.error("swiftvisor: jail: \($0)\n") } })
+    } catch {
+        let code = error.missingFile ? ProcessExitCode.fileNotFound : ProcessExitCode.vmmFailure
+        registration?.record(JSONValue.object([("exitCode", .int(Int64(code))), ("error", .string(error.description))]).rendered + "\n", "result.json")
+        fail(error.description, code: code, json: launch.json)
+    }
+}
+
 func main() -> Never {
     // SIGINT, SIGTERM and SIGHUP stop the VM cleanly through a signalfd on the loop;
     // they are held for the whole process, so one that arrives between two machines (a
@@ -136,8 +162,14 @@ func main() -> Never {
     var stopSignals = EventLoop.stopSignals
     pthread_sigmask(SIG_BLOCK, &stopSignals, nil)
 
-    let arguments = Array(CommandLine.arguments.dropFirst())
+    var arguments = Array(CommandLine.arguments.dropFirst())
     if arguments.first == "--seccomp-check" { seccompCheck(Array(arguments.dropFirst())) }
+    // `--jailed FD`: this process is the jailed VMM a supervisor started (Jail.start).
+    var syncFD: Int32? = nil
+    if arguments.count > 2, arguments[0] == "--jailed" {
+        syncFD = Int32(arguments[1])
+        arguments.removeFirst(2)
+    }
     let launch = readLaunch(arguments)
     let json = launch.json
     // The filters' mode, before any thread starts; each thread installs its own.
@@ -145,7 +177,9 @@ func main() -> Never {
         fail(error.description, code: ProcessExitCode.vmmFailure, json: json)
     }
     let registration = launch.vm.name.flatMap { n in launch.stateDirectory.map { Registration(state: StateDirectory(root: $0), name: n) } }
-    registration?.record("\(getpid())\n", "pid")
+    // Jailed, this process forks: the child goes on as the VMM, the parent supervises.
+    let pid = launch.vm.jail.map { jail($0, launch: launch, registration: registration, syncFD: syncFD) } ?? getpid()
+    registration?.record("\(pid)\n", "pid")
     let loop: EventLoop
     do { loop = try EventLoop() } catch { fail(error.description, code: ProcessExitCode.vmmFailure, json: json) }
 

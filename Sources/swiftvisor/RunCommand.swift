@@ -281,6 +281,12 @@ struct VMFlags: ParsableArguments {
     @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("The VMM's per-thread system-call filters (see README \"Security\"): kill stops the VMM with a report at a call outside its thread's list (the default), log lets it through and has the kernel log it, off installs none.", valueName: "kill|log|off"))
     var seccomp: SeccompMode?
 
+    @Flag(name: .long, help: "Run the VMM jailed (needs root): new PID, mount, IPC, UTS, cgroup and network namespaces, a private read-only root holding only the files the VM uses (bound at their own paths; disks writable unless readonly), no capabilities, no_new_privs, resource limits and, where cgroup v2 offers the controllers, a cgroup with memory and CPU limits (README \"Jailed launch\").")
+    var jail = false
+
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Jailed, join this network namespace (e.g. /run/netns/NAME from `ip netns add`) instead of a new, empty one. Implies --jail.", valueName: "path"))
+    var netns: String?
+
     @Flag(name: .long, help: "Print what trapped to the VMM and where the time went, after the guest stops.")
     var stats = false
 

@@ -1,6 +1,7 @@
 // Fuzz target: the JSON parser and the VM description decoder (what config files and
 // PUT /vm/config hand the VMM). Any input is an error value or a description, never a
-// crash; a description that decodes must survive its own JSON round trip. Built with
+// crash; a description that decodes must survive its own JSON round trip, and its
+// jail (if any) must plan without trapping. Built with
 // libFuzzer by scripts/fuzz; without -DFUZZING it replays the files it is given.
 import Control
 import FuzzSupport
@@ -14,6 +15,8 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         guard let again = try? VMDescription.parse(d.json.rendered), again == d else {
             fatalError("a description did not survive its JSON round trip: \(text)")
         }
+        // A jail's limits are sums of user numbers: planning one must not trap.
+        _ = d.jail?.plan(for: d, stateFolder: "/state/vm", workingDirectory: "/work", cgroupName: "vm")
     }
     return 0
 }
