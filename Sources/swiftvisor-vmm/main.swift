@@ -134,8 +134,11 @@ func seccompCheck(_ arguments: [String]) -> Never {
 /// supervised, and this never returns; in that child (`syncFD` set), the jail is
 /// entered and the VMM's pid as the host sees it returned.
 func jail(_ settings: JailSettings, launch: VMMLaunch, registration: Registration?, syncFD: Int32?) -> pid_t {
-    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-    let here = getcwd(&buffer, buffer.count) != nil ? String(cString: buffer) : "/"
+    let here: String = {
+        guard let p = getcwd(nil, 0) else { return "/" }
+        defer { free(p) }
+        return String(cString: p)
+    }()
     let plan = settings.plan(for: launch.vm, stateFolder: registration.map { $0.state.folder($0.name) }, workingDirectory: here,
                              cgroupName: launch.vm.name ?? "vmm-\(getpid())")
     do {

@@ -80,6 +80,9 @@ final class JailTests: XCTestCase {
         let limits = try String(contentsOfFile: "/proc/\(pid)/limits", encoding: .utf8)
         XCTAssertTrue(limits.contains("Max open files            4096"), limits)
         XCTAssertTrue(limits.contains("Max core file size        0"), limits)
+        // What it mapped on entering the jail, plus guest RAM and 4 GiB.
+        let space = limits.split(separator: "\n").first { $0.hasPrefix("Max address space") }?.split(separator: " ").dropFirst(3).first.flatMap { UInt64($0) }
+        XCTAssertGreaterThanOrEqual(space ?? 0, (16 << 20) + (4 << 30), limits)
         // The lifecycle verbs work as without the jail; the supervisor ends with it.
         XCTAssertEqual(try api("jailed", "GET", "/vm").body["state"]?.string, "running")
         let supervisor = try XCTUnwrap(s["PPid"])

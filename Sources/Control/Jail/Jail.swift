@@ -1,5 +1,6 @@
 import CLinux
 import Glibc
+import VMM
 
 /// The jailed launch (Firecracker's jailer, done by the VMM process itself before it
 /// starts any thread): new PID, mount, IPC, UTS, cgroup and network namespaces; a
@@ -197,12 +198,24 @@ public enum Jail {
         guard chdir(plan.workingDirectory) == 0 else { throw Failure("chdir \(plan.workingDirectory): \(String(cString: strerror(errno)))") }
 
         try limit(Int32(RLIMIT_NOFILE.rawValue), plan.openFiles, "open files")
-        try limit(Int32(RLIMIT_AS.rawValue), plan.addressSpace, "address space")
+        // Counted from what is mapped already: a sanitizer's shadow memory alone is
+        // terabytes of address space, reserved before main.
+        let (space, overflow) = mappedBytes().addingReportingOverflow(plan.addressSpace)
+        try limit(Int32(RLIMIT_AS.rawValue), overflow ? UInt64.max : space, "address space")
         try limit(CLINUX_RLIMIT_NPROC, plan.processes, "processes")
         // A core dump would hold guest memory.
         try limit(Int32(RLIMIT_CORE.rawValue), 0, "core dump size")
         try check(clinux_set_no_new_privileges(), "cannot set no_new_privs")
         try check(clinux_drop_all_capabilities(), "cannot drop capabilities")
+    }
+
+    /// The process's address space now (VmSize).
+    private static func mappedBytes() -> UInt64 {
+        for line in (FileSystem.readText("/proc/self/status") ?? "").split(separator: "\n") where line.hasPrefix("VmSize:") {
+            let kilobytes = line.dropFirst(7).split(whereSeparator: { $0 == " " || $0 == "\t" }).first.flatMap { UInt64($0) } ?? 0
+            return kilobytes.multipliedReportingOverflow(by: 1024).overflow ? UInt64.max : kilobytes * 1024
+        }
+        return 0
     }
 
     /// Creates every folder above `path` (each component as written, inside the

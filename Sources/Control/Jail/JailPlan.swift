@@ -41,8 +41,8 @@ public struct JailPlan: Equatable, Sendable {
     public var networkNamespace: String?
     /// RLIMIT_NOFILE.
     public var openFiles: UInt64
-    /// RLIMIT_AS: guest RAM is mapped into the VMM, so this bounds it and what else the
-    /// process can map.
+    /// RLIMIT_AS beyond what the process maps when it enters the jail: guest RAM is
+    /// mapped into the VMM later, so this bounds it and what else the process can map.
     public var addressSpace: UInt64
     /// RLIMIT_NPROC (binds an unprivileged uid only: the kernel exempts root).
     public var processes: UInt64
