@@ -67,6 +67,11 @@ public enum RunFlags {
             s.timeout = try value("--timeout", v, { Double($0) }, "a number of seconds") },
         Flag(name: "--seccomp", takesValue: true, fastPath: true) { s, v throws(Failure) in
             s.seccomp = try value("--seccomp", v, SeccompMode.init(rawValue:), "kill, log or off") },
+        Flag(name: "--profile", takesValue: true, fastPath: false) { s, v in s.profile = v },
+        Flag(name: "--profile-hz", takesValue: true, fastPath: false) { s, v throws(Failure) in
+            s.profileHz = try value("--profile-hz", v, { Int($0) }, "a number of samples a second") },
+        Flag(name: "--profile-stacks", takesValue: false, fastPath: false) { s, _ in s.profileStacks = true },
+        Flag(name: "--symbols", takesValue: true, fastPath: false) { s, v in s.symbols = v },
         Flag(name: "--jail", takesValue: false, fastPath: true) { s, _ in s.jail = true },
         Flag(name: "--netns", takesValue: true, fastPath: true) { s, v in s.netns = v },
         Flag(name: "--stats", takesValue: false, fastPath: true) { s, _ in s.stats = true },

@@ -17,6 +17,7 @@ public struct RunSettings {
     public var stats = false, json = false, verbose = false, kvmDevice: String?
     public var configFile: String?, name: String?, stateDir: String?, detach = false
     public var jail = false, netns: String?
+    public var profile: String?, profileHz: Int?, profileStacks = false, symbols: String?
     /// Words that are no option's value (`create`'s NAME).
     public var positionals: [String] = []
 
@@ -69,6 +70,13 @@ public struct RunSettings {
         if let restartOnReboot { d.restartOnReboot = restartOnReboot }
         if let name { d.name = name }
         if let seccomp { d.seccomp = seccomp }
+        if let symbols { d.config.symbolFile = symbols }
+        if profileHz != nil || profileStacks, profile == nil, d.config.profile == nil {
+            throw RunFlags.Failure("--profile-hz and --profile-stacks need --profile FILE")
+        }
+        if let profile { d.config.profile = ProfileSettings(path: profile) }
+        if let profileHz { d.config.profile?.hz = profileHz }
+        if profileStacks { d.config.profile?.stacks = true }
         if jail || netns != nil {
             var j = d.jail ?? JailSettings()
             if let netns { j.networkNamespace = netns }

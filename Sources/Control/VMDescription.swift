@@ -11,6 +11,7 @@ import VMM
 ///      "onReboot": "exit" | "restart", "rng": false, "rngLimit": "64K", "virtioConsole": false,
 ///      "virtioTransport": "pci" | "mmio", "seccomp": "kill" | "log" | "off",
 ///      "jail": true | {"netns": "/run/netns/NAME", "memoryLimit": "1G", "cpuLimit": 1.5, ...},
+///      "profile": {"path": "boot.folded", "hz": 99, "stacks": false},
 ///      "disks": [{"path": "disk.img", "readonly": false, "id": "vda", "serial": "...", "direct": false,
 ///                 "bandwidth": "10M", "iops": 1000}],
 ///      "boot": {"demo": true}
@@ -44,7 +45,7 @@ public struct VMDescription: Equatable, Sendable, Decodable {
     }
 
     enum Keys: String, CodingKey, CaseIterable {
-        case name, memory, cpus, boot, testDevices, pit, hostQuirks, pvh, symbols, timeout, onReboot, kvmDevice, disks, rng, rngLimit, virtioConsole, virtioTransport, seccomp, jail
+        case name, memory, cpus, boot, testDevices, pit, hostQuirks, pvh, symbols, timeout, onReboot, kvmDevice, disks, rng, rngLimit, virtioConsole, virtioTransport, seccomp, jail, profile
     }
 
     public init(from decoder: any Decoder) throws {
@@ -85,6 +86,7 @@ public struct VMDescription: Equatable, Sendable, Decodable {
             seccomp = .kill
         }
         jail = try c.decodeIfPresent(JailSettings.self, forKey: .jail)
+        config.profile = try c.decodeIfPresent(ProfileValue.self, forKey: .profile)?.settings
         self.config = config
     }
 
@@ -173,6 +175,9 @@ public struct VMDescription: Equatable, Sendable, Decodable {
         if restartOnReboot { o.append(("onReboot", .string("restart"))) }
         if seccomp != .kill { o.append(("seccomp", .string(seccomp.rawValue))) }
         if let jail { o.append(("jail", jail.json)) }
+        if let p = c.profile {
+            o.append(("profile", .object([("path", .string(p.path)), ("hz", .int(Int64(p.hz))), ("stacks", .bool(p.stacks))])))
+        }
         return .object(o)
     }
 }
@@ -213,6 +218,19 @@ public struct DiskValue: Decodable {
             else { return nil }
         }
         return d
+    }
+}
+
+/// `profile`: `{"path": "FILE", "hz": 99, "stacks": false}` (`--profile FILE`,
+/// `--profile-hz N`, `--profile-stacks`).
+struct ProfileValue: Decodable {
+    let settings: ProfileSettings
+    enum Keys: String, CodingKey, CaseIterable { case path, hz, stacks }
+    init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: Keys.self)
+        settings = ProfileSettings(path: try c.decode(String.self, forKey: .path),
+                                   hz: try c.decodeIfPresent(Int.self, forKey: .hz) ?? ProfileSettings.defaultHz,
+                                   stacks: try c.decodeIfPresent(Bool.self, forKey: .stacks) ?? false)
     }
 }
 

@@ -45,7 +45,7 @@ public final class Machine: Sendable {
         let symbols = KernelSymbolSource(path: config.effectiveSymbolFile)
         threads = vcpus.enumerated().map { index, vcpu in
             VCPUThread(vcpu: vcpu, index: index, devices: devices, memory: memory, stopSwitch: stopSwitch,
-                       quirks: config.hostQuirks, symbols: symbols)
+                       quirks: config.hostQuirks, symbols: symbols, profile: config.profile)
         }
         stopSwitch.suspendHandler.withLock { $0 = { [weak self] in self?.enterS3() } }
     }
@@ -115,6 +115,13 @@ public final class Machine: Sendable {
                     if entries == lastEntries[i] { t.kick() }
                     lastEntries[i] = entries
                 }
+            })
+        }
+        if let profile = config.profile {
+            // Each vCPU kicked `hz` times a second; its thread reads where it stood.
+            let period = 1_000_000_000 / UInt64(max(1, min(profile.hz, ProfileSettings.maximumHz)))
+            ids.append(loop.addTimer(at: started + period, period: period) { [self] in
+                for t in threads where t.phase == .running { t.requestSample() }
             })
         }
         if let cmos = devices.device("cmos") as? CMOS {
@@ -287,6 +294,26 @@ public final class Machine: Sendable {
         for t in threads { total.add(t.statistics.snapshot()) }
         return total
     }
+
+    /// The profile so far (`config.profile`): every vCPU's samples, merged.
+    public var profile: GuestProfile? {
+        guard let profile = config.profile else { return nil }
+        var merged: [ProfileSample: UInt64] = [:]
+        var perVCPU: [UInt64] = []
+        var dropped: UInt64 = 0
+        for t in threads {
+            guard let s = t.profiler?.snapshot else { continue }
+            var n: UInt64 = s.dropped
+            for (k, v) in s.samples { merged[k, default: 0] &+= v; n &+= v }
+            perVCPU.append(n)
+            dropped &+= s.dropped
+        }
+        return GuestProfile(samples: merged, perVCPU: perVCPU, dropped: dropped, hz: profile.hz)
+    }
+
+    /// The kernel's symbols (`config.effectiveSymbolFile`), parsed on first use: what a
+    /// profile is named with.
+    public var symbols: KernelSymbols? { threads.first?.symbols?.symbols }
 
     /// The name of the device at an I/O port, for reports.
     public func portName(_ port: UInt16) -> String { bus.portName(port) }

@@ -24,6 +24,8 @@ public struct MachineConfig: Equatable, Sendable {
     /// vmlinux or a System.map. nil: the kernel file itself, when it has a symbol
     /// table. Read only when a failure is reported, so it costs nothing otherwise.
     public var symbolFile: String? = nil
+    /// Sample each vCPU's RIP (and stack) this often (`--profile`).
+    public var profile: ProfileSettings? = nil
     /// virtio-blk disks, in the order the guest sees them (the first is /dev/vda).
     public var disks: [DiskConfig] = []
     /// A virtio-rng entropy device, and at most how many bytes a second it gives.
@@ -78,6 +80,12 @@ public struct MachineConfig: Equatable, Sendable {
         }
         if case .demo = boot, memorySize < DemoGuest.minimumMemory {
             throw .invalid("memory", "the demo guest needs at least \(ByteSize.format(DemoGuest.minimumMemory))")
+        }
+        if let p = profile {
+            guard p.hz >= 1 && p.hz <= ProfileSettings.maximumHz else {
+                throw .invalid("profile-hz", "\(p.hz) samples a second: give 1 to \(ProfileSettings.maximumHz)")
+            }
+            guard !p.path.isEmpty else { throw .invalid("profile", "needs a file to write the folded stacks to") }
         }
         if rngBytesPerSecond != nil && !rng { throw .invalid("rng-limit", "limits an entropy device: add --rng") }
         if rngBytesPerSecond == 0 { throw .invalid("rng-limit", "0 bytes a second would stop the entropy device; leave it out for none") }

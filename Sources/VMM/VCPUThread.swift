@@ -39,6 +39,11 @@ final class VCPUThread: Sendable {
     let quirks: Bool
     /// Names the code a failure stopped in (`MachineConfig.symbolFile`, opened by the machine).
     let symbols: KernelSymbolSource?
+    /// `--profile`: this vCPU's samples, and whether stacks are walked.
+    let profiler: ProfileRecorder?
+    let profileStacks: Bool
+    /// A sample is wanted: taken when the kick that follows gets the vCPU out.
+    private let sampleRequested = Atomic<Bool>(false)
 
     private let commands = Mutex<[Command]>([])
     private let hasCommands = Atomic<Bool>(false)
@@ -47,7 +52,10 @@ final class VCPUThread: Sendable {
     private let phaseValue = Atomic<Int>(Phase.created.rawValue)
     private let thread = Mutex<pthread_t?>(nil)
 
-    init(vcpu: VCPU, index: Int, devices: DeviceManager, memory: GuestMemory, stopSwitch: StopSwitch, quirks: Bool, symbols: KernelSymbolSource?) {
+    init(vcpu: VCPU, index: Int, devices: DeviceManager, memory: GuestMemory, stopSwitch: StopSwitch, quirks: Bool, symbols: KernelSymbolSource?,
+         profile: ProfileSettings? = nil) {
+        self.profiler = profile.map { _ in ProfileRecorder() }
+        self.profileStacks = profile?.stacks ?? false
         self.vcpu = vcpu
         self.index = index
         self.devices = devices
@@ -97,6 +105,13 @@ final class VCPUThread: Sendable {
         if let t = thread.withLock({ $0 }) { pthread_kill(t, VCPUKicker.signal) }
     }
 
+    /// Takes a profile sample of where the guest is (the profiler's timer asks).
+    func requestSample() {
+        guard profiler != nil else { return }
+        sampleRequested.store(true, ordering: .releasing)
+        kick()
+    }
+
     /// The vCPU's state, read on its own thread; it must be paused (nil otherwise, or
     /// when it does not answer within `timeoutMilliseconds`).
     func save(timeoutMilliseconds: Int32 = 2000) -> VCPUState? {
@@ -129,6 +144,20 @@ final class VCPUThread: Sendable {
                 return .stopped
             }
             let exited = monotonicNanoseconds()
+            if let profiler, sampleRequested.load(ordering: .relaxed), sampleRequested.exchange(false, ordering: .acquiring) {
+                if let sample = ProfileRecorder.sample(vcpu, memory: memory, stacks: profileStacks) { profiler.record(sample) }
+                if case .interrupted = exit {
+                    // The profiler's own kick: not the guest's exit, so not counted (nor
+                    // seen by the hypercall watchdog, which watches the count).
+                    let done = monotonicNanoseconds()
+                    statistics.update { s in
+                        s.guestNanoseconds += exited - entered
+                        s.vmmNanoseconds += (entered - left) + (done - exited)
+                    }
+                    left = done
+                    continue
+                }
+            }
             var (kind, outcome) = ExitDispatch.handle(exit, bus: &bus)
             var ending: Ending? = nil
 

@@ -143,6 +143,12 @@ func jail(_ settings: JailSettings, launch: VMMLaunch, registration: Registratio
                              cgroupName: launch.vm.name ?? "vmm-\(getpid())")
     do {
         if let syncFD { return try Jail.enter(plan, syncFD: syncFD) }
+        // A profile is written inside the jail: the file must exist to be bound there.
+        if let p = launch.vm.config.profile?.path {
+            let fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
+            guard fd >= 0 else { fail("cannot write the profile to \(p): \(String(cString: strerror(errno)))", code: ProcessExitCode.fileNotFound, json: launch.json) }
+            close(fd)
+        }
         let description = clinux_memfd_create("swiftvisor-vm", 0)
         guard description >= 0 else { fail("jail: memfd_create: \(String(cString: strerror(errno)))", code: ProcessExitCode.vmmFailure, json: launch.json) }
         let bytes = Array(launch.jsonValue.rendered.utf8)
@@ -183,6 +189,13 @@ func main() -> Never {
     // Jailed, this process forks: the child goes on as the VMM, the parent supervises.
     let pid = launch.vm.jail.map { jail($0, launch: launch, registration: registration, syncFD: syncFD) } ?? getpid()
     registration?.record("\(pid)\n", "pid")
+    // Opened now, so a path that cannot be written is said at once, and so the main
+    // thread needs no open at the end.
+    var profileFD: Int32 = -1
+    if let p = launch.vm.config.profile?.path {
+        profileFD = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard profileFD >= 0 else { fail("cannot write the profile to \(p): \(String(cString: strerror(errno)))", code: ProcessExitCode.fileNotFound, json: json) }
+    }
     let loop: EventLoop
     do { loop = try EventLoop() } catch { fail(error.description, code: ProcessExitCode.vmmFailure, json: json) }
 
@@ -251,6 +264,12 @@ func main() -> Never {
         // Ended before it ever booted (stopped through the API, or a signal).
         registration?.record(JSONValue.object([("exitCode", .int(0)), ("stop", .object([("reason", .string("stopped before boot"))]))]).rendered + "\n", "result.json")
         exit(0)
+    }
+    if profileFD >= 0, let profile = machine.profile {
+        let symbols = machine.symbols
+        FileSystem.writeAll(profileFD, Array(profile.folded(symbols: symbols).utf8))
+        close(profileFD)
+        StandardStream.error(profile.table(symbols: symbols) + "  folded stacks in \(machine.config.profile?.path ?? "")\n")
     }
     let report = RunReport(result: result, config: machine.config, portName: { machine.portName($0) },
                            vmmResident: ProcessMemory.resident())

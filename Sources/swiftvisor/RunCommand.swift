@@ -281,6 +281,18 @@ struct VMFlags: ParsableArguments {
     @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("The VMM's per-thread system-call filters (see README \"Security\"): kill stops the VMM with a report at a call outside its thread's list (the default), log lets it through and has the kernel log it, off installs none.", valueName: "kill|log|off"))
     var seccomp: SeccompMode?
 
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Sample each vCPU's RIP while the guest runs and write folded stacks (`cpl0;outer;...;leaf COUNT`, flame-graph input) to this file when it stops; the busiest functions go to stderr. Named with the kernel's symbols or --symbols.", valueName: "file"))
+    var profile: String?
+
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Samples a second per vCPU for --profile (1 to 10000; default 99).", valueName: "n"))
+    var profileHz: Int?
+
+    @Flag(name: .long, help: "With --profile, walk each sample's frame-pointer chain (RBP) through guest memory, up to 32 frames.")
+    var profileStacks = false
+
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("The guest's symbols, for any guest: an ELF with a symbol table or a System.map (names profiles and failure reports).", valueName: "file"))
+    var symbols: String?
+
     @Flag(name: .long, help: "Run the VMM jailed (needs root): new PID, mount, IPC, UTS, cgroup and network namespaces, a private read-only root holding only the files the VM uses (bound at their own paths; disks writable unless readonly), no capabilities, no_new_privs, resource limits and, where cgroup v2 offers the controllers, a cgroup with memory and CPU limits (README \"Jailed launch\").")
     var jail = false
 
