@@ -60,6 +60,8 @@ let package = Package(
                           path: "Tests/Fuzz/Decompression", exclude: ["corpus", "regressions"]),
         .executableTarget(name: "fuzz-run-options", dependencies: ["Control", "VMM", "FuzzSupport"],
                           path: "Tests/Fuzz/RunOptions", exclude: ["corpus", "regressions"]),
+        .executableTarget(name: "fuzz-trace-file", dependencies: ["VMM", "FuzzSupport"],
+                          path: "Tests/Fuzz/TraceFile", exclude: ["corpus", "regressions"]),
         .executableTarget(name: "fuzz-device-bus", dependencies: ["Boot", "Devices", "GuestMemory", "VMM", "FuzzSupport"],
                           path: "Tests/Fuzz/DeviceBus", exclude: ["corpus", "regressions"]),
         // The user-facing command; it validates, then execs swiftvisor-vmm to run a VM.

@@ -72,6 +72,7 @@ public enum RunFlags {
             s.profileHz = try value("--profile-hz", v, { Int($0) }, "a number of samples a second") },
         Flag(name: "--profile-stacks", takesValue: false, fastPath: false) { s, _ in s.profileStacks = true },
         Flag(name: "--symbols", takesValue: true, fastPath: false) { s, v in s.symbols = v },
+        Flag(name: "--trace", takesValue: true, fastPath: false) { s, v in s.trace = v },
         Flag(name: "--jail", takesValue: false, fastPath: true) { s, _ in s.jail = true },
         Flag(name: "--netns", takesValue: true, fastPath: true) { s, v in s.netns = v },
         Flag(name: "--stats", takesValue: false, fastPath: true) { s, _ in s.stats = true },

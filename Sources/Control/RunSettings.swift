@@ -17,7 +17,7 @@ public struct RunSettings {
     public var stats = false, json = false, verbose = false, kvmDevice: String?
     public var configFile: String?, name: String?, stateDir: String?, detach = false
     public var jail = false, netns: String?
-    public var profile: String?, profileHz: Int?, profileStacks = false, symbols: String?
+    public var profile: String?, profileHz: Int?, profileStacks = false, symbols: String?, trace: String?
     /// Words that are no option's value (`create`'s NAME).
     public var positionals: [String] = []
 
@@ -71,6 +71,7 @@ public struct RunSettings {
         if let name { d.name = name }
         if let seccomp { d.seccomp = seccomp }
         if let symbols { d.config.symbolFile = symbols }
+        if let trace { d.config.tracePath = trace }
         if profileHz != nil || profileStacks, profile == nil, d.config.profile == nil {
             throw RunFlags.Failure("--profile-hz and --profile-stacks need --profile FILE")
         }

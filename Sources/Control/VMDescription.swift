@@ -11,7 +11,7 @@ import VMM
 ///      "onReboot": "exit" | "restart", "rng": false, "rngLimit": "64K", "virtioConsole": false,
 ///      "virtioTransport": "pci" | "mmio", "seccomp": "kill" | "log" | "off",
 ///      "jail": true | {"netns": "/run/netns/NAME", "memoryLimit": "1G", "cpuLimit": 1.5, ...},
-///      "profile": {"path": "boot.folded", "hz": 99, "stacks": false},
+///      "profile": {"path": "boot.folded", "hz": 99, "stacks": false}, "trace": "exits.trace",
 ///      "disks": [{"path": "disk.img", "readonly": false, "id": "vda", "serial": "...", "direct": false,
 ///                 "bandwidth": "10M", "iops": 1000}],
 ///      "boot": {"demo": true}
@@ -45,7 +45,7 @@ public struct VMDescription: Equatable, Sendable, Decodable {
     }
 
     enum Keys: String, CodingKey, CaseIterable {
-        case name, memory, cpus, boot, testDevices, pit, hostQuirks, pvh, symbols, timeout, onReboot, kvmDevice, disks, rng, rngLimit, virtioConsole, virtioTransport, seccomp, jail, profile
+        case name, memory, cpus, boot, testDevices, pit, hostQuirks, pvh, symbols, timeout, onReboot, kvmDevice, disks, rng, rngLimit, virtioConsole, virtioTransport, seccomp, jail, profile, trace
     }
 
     public init(from decoder: any Decoder) throws {
@@ -87,6 +87,7 @@ public struct VMDescription: Equatable, Sendable, Decodable {
         }
         jail = try c.decodeIfPresent(JailSettings.self, forKey: .jail)
         config.profile = try c.decodeIfPresent(ProfileValue.self, forKey: .profile)?.settings
+        config.tracePath = try c.decodeIfPresent(String.self, forKey: .trace)
         self.config = config
     }
 
@@ -175,6 +176,7 @@ public struct VMDescription: Equatable, Sendable, Decodable {
         if restartOnReboot { o.append(("onReboot", .string("restart"))) }
         if seccomp != .kill { o.append(("seccomp", .string(seccomp.rawValue))) }
         if let jail { o.append(("jail", jail.json)) }
+        if let t = c.tracePath { o.append(("trace", .string(t))) }
         if let p = c.profile {
             o.append(("profile", .object([("path", .string(p.path)), ("hz", .int(Int64(p.hz))), ("stacks", .bool(p.stacks))])))
         }

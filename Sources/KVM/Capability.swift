@@ -22,6 +22,7 @@ public enum Capability: Int32, CaseIterable, Sendable {
     case internalErrorData = 40   // KVM_CAP_INTERNAL_ERROR_DATA
     case maxVCPUs = 66            // KVM_CAP_MAX_VCPUS
     case tscDeadlineTimer = 72    // KVM_CAP_TSC_DEADLINE_TIMER
+    case syncRegisters = 74       // KVM_CAP_SYNC_REGS: which register sets kvm_run can carry
     case immediateExit = 136      // KVM_CAP_IMMEDIATE_EXIT
     case splitIRQChip = 121       // KVM_CAP_SPLIT_IRQCHIP
     case x86UserSpaceMSR = 188    // KVM_CAP_X86_USER_SPACE_MSR
@@ -38,6 +39,7 @@ public enum Capability: Int32, CaseIterable, Sendable {
         case .nrMemorySlots: "KVM_CAP_NR_MEMSLOTS"
         case .pit: "KVM_CAP_PIT"
         case .syncMMU: "KVM_CAP_SYNC_MMU"
+        case .syncRegisters: "KVM_CAP_SYNC_REGS"
         case .irqInjectStatus: "KVM_CAP_IRQ_INJECT_STATUS"
         case .irqRouting: "KVM_CAP_IRQ_ROUTING"
         case .irqfd: "KVM_CAP_IRQFD"

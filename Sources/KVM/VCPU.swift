@@ -75,6 +75,17 @@ public final class VCPU: @unchecked Sendable {
         UnsafeMutableRawPointer(runPage).storeBytes(of: 1, toByteOffset: 1, as: UInt8.self)
     }
 
+    /// Has KVM copy the general registers into `kvm_run` at every exit
+    /// (`KVM_CAP_SYNC_REGS`, `kvm_valid_regs`), so that an exit's RIP costs no ioctl:
+    /// what the exit trace reads. Registers are only read this way, never written
+    /// (`kvm_dirty_regs` stays 0).
+    public func syncRegistersOnExit(_ on: Bool) {
+        runPage.pointee.kvm_valid_regs = on ? 1 /* KVM_SYNC_X86_REGS */ : 0
+    }
+
+    /// RIP as of the last exit, once `syncRegistersOnExit(true)` is set (0 before).
+    public var exitRIP: UInt64 { runPage.pointee.s.regs.regs.rip }
+
     /// The guest's RFLAGS.IF as of the last exit, without a register ioctl.
     public var interruptFlag: Bool { runPage.pointee.if_flag != 0 }
 

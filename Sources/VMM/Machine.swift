@@ -21,6 +21,8 @@ public final class Machine: Sendable {
     let kvm: KVMSystem
     let vm: VMFileDescriptor
     let threads: [VCPUThread]
+    /// `config.tracePath`: every exit, written as the machine runs.
+    public let tracer: ExitTracer?
     let stopSwitch: StopSwitch
     /// When `build` started, for start-up figures.
     let buildStarted: UInt64
@@ -33,8 +35,9 @@ public final class Machine: Sendable {
     private let loopTimers = Mutex<[Int]>([])
 
     init(config: MachineConfig, memory: GuestMemory, devices: DeviceManager, kvm: KVMSystem, vm: VMFileDescriptor,
-         vcpus: [VCPU], stopSwitch: StopSwitch, buildStarted: UInt64, virtio: [VirtioEndpoint] = []) {
+         vcpus: [VCPU], stopSwitch: StopSwitch, buildStarted: UInt64, virtio: [VirtioEndpoint] = [], tracer: ExitTracer? = nil) {
         self.virtio = virtio
+        self.tracer = tracer
         self.config = config
         self.memory = memory
         self.devices = devices
@@ -45,7 +48,8 @@ public final class Machine: Sendable {
         let symbols = KernelSymbolSource(path: config.effectiveSymbolFile)
         threads = vcpus.enumerated().map { index, vcpu in
             VCPUThread(vcpu: vcpu, index: index, devices: devices, memory: memory, stopSwitch: stopSwitch,
-                       quirks: config.hostQuirks, symbols: symbols, profile: config.profile)
+                       quirks: config.hostQuirks, symbols: symbols, profile: config.profile,
+                       trace: tracer.map { $0.rings[index] }, traceStart: tracer?.start ?? 0)
         }
         stopSwitch.suspendHandler.withLock { $0 = { [weak self] in self?.enterS3() } }
     }
@@ -117,6 +121,11 @@ public final class Machine: Sendable {
                 }
             })
         }
+        if let tracer {
+            ids.append(loop.addTimer(at: started + ExitTracer.drainPeriodNanoseconds, period: ExitTracer.drainPeriodNanoseconds) {
+                tracer.drain()
+            })
+        }
         if let profile = config.profile {
             // Each vCPU kicked `hz` times a second; its thread reads where it stood.
             let period = 1_000_000_000 / UInt64(max(1, min(profile.hz, ProfileSettings.maximumHz)))
@@ -157,6 +166,8 @@ public final class Machine: Sendable {
         stopSwitch.kickAll()
         for t in threads { t.join() }
         stopSwitch.unregisterAll()
+        // After the last exit: nothing is pushed any more.
+        tracer?.finish()
         let started = startedAt.load(ordering: .acquiring)
         let ended = monotonicNanoseconds()
         return MachineResult(reason: stopSwitch.stopReason ?? .vmmFailure("stopped without a reason"),

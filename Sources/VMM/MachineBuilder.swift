@@ -71,8 +71,17 @@ extension Machine {
             }
         } catch { throw .kvm(error) }
 
+        // The exit trace: RIP comes from the registers KVM copies into kvm_run at each
+        // exit (0 in the trace where this KVM cannot).
+        var tracer: ExitTracer? = nil
+        if let path = config.tracePath {
+            do { tracer = try ExitTracer(path: path, vcpus: vcpus.count) }
+            catch { throw .device(error.description) }
+            if kvm.check(.syncRegisters) & 1 != 0 { for v in vcpus { v.syncRegistersOnExit(true) } }
+        }
+
         return Machine(config: config, memory: memory, devices: devices, kvm: kvm, vm: vm,
-                       vcpus: vcpus, stopSwitch: stopSwitch, buildStarted: started, virtio: virtio)
+                       vcpus: vcpus, stopSwitch: stopSwitch, buildStarted: started, virtio: virtio, tracer: tracer)
     }
 
     /// The virtio devices (disks in command-line order, then the entropy device) on the

@@ -24,6 +24,8 @@ public struct MachineConfig: Equatable, Sendable {
     /// vmlinux or a System.map. nil: the kernel file itself, when it has a symbol
     /// table. Read only when a failure is reported, so it costs nothing otherwise.
     public var symbolFile: String? = nil
+    /// Record every exit into this file (`--trace`; `swiftvisor trace` reads it).
+    public var tracePath: String? = nil
     /// Sample each vCPU's RIP (and stack) this often (`--profile`).
     public var profile: ProfileSettings? = nil
     /// virtio-blk disks, in the order the guest sees them (the first is /dev/vda).
@@ -81,6 +83,7 @@ public struct MachineConfig: Equatable, Sendable {
         if case .demo = boot, memorySize < DemoGuest.minimumMemory {
             throw .invalid("memory", "the demo guest needs at least \(ByteSize.format(DemoGuest.minimumMemory))")
         }
+        if let t = tracePath, t.isEmpty { throw .invalid("trace", "needs a file to write the exits to") }
         if let p = profile {
             guard p.hz >= 1 && p.hz <= ProfileSettings.maximumHz else {
                 throw .invalid("profile-hz", "\(p.hz) samples a second: give 1 to \(ProfileSettings.maximumHz)")

@@ -42,6 +42,9 @@ final class VCPUThread: Sendable {
     /// `--profile`: this vCPU's samples, and whether stacks are walked.
     let profiler: ProfileRecorder?
     let profileStacks: Bool
+    /// `--trace`: where this vCPU's exits go, and the time they are counted from.
+    let trace: TraceRing?
+    let traceStart: UInt64
     /// A sample is wanted: taken when the kick that follows gets the vCPU out.
     private let sampleRequested = Atomic<Bool>(false)
 
@@ -53,7 +56,9 @@ final class VCPUThread: Sendable {
     private let thread = Mutex<pthread_t?>(nil)
 
     init(vcpu: VCPU, index: Int, devices: DeviceManager, memory: GuestMemory, stopSwitch: StopSwitch, quirks: Bool, symbols: KernelSymbolSource?,
-         profile: ProfileSettings? = nil) {
+         profile: ProfileSettings? = nil, trace: TraceRing? = nil, traceStart: UInt64 = 0) {
+        self.trace = trace
+        self.traceStart = traceStart
         self.profiler = profile.map { _ in ProfileRecorder() }
         self.profileStacks = profile?.stacks ?? false
         self.vcpu = vcpu
@@ -204,10 +209,33 @@ final class VCPUThread: Sendable {
                 if let port { s.ports.count(UInt64(port)) }
                 if let page { s.mmio.count(page) }
             }
+            if let trace { record(exit, kind: k, into: trace, exited: exited, done: done) }
             left = done
             if let ending { return ending }
         }
         return .stopped
+    }
+
+    /// One exit into the trace ring: when, where (RIP from the registers KVM synced
+    /// into `kvm_run`), the port or address and data, and the VMM's time on it.
+    private func record(_ exit: VMExit, kind: ExitKind, into ring: TraceRing, exited: UInt64, done: UInt64) {
+        var address: UInt64 = 0, data: UInt64 = 0, size: UInt8 = 0, flags: UInt8 = 0
+        switch exit {
+        case let .io(io):
+            address = UInt64(io.port)
+            size = UInt8(truncatingIfNeeded: io.size)
+            if io.data.count >= 1 { data = io.data.load(size: min(io.data.count, 8)) }
+            flags = TraceRecord.hasAccess | (io.direction == .out ? TraceRecord.isWrite : 0)
+        case let .mmio(m):
+            address = m.address
+            size = UInt8(truncatingIfNeeded: m.length)
+            if m.data.count >= 1 { data = m.data.load(size: min(m.data.count, 8)) }
+            flags = TraceRecord.hasAccess | (m.isWrite ? TraceRecord.isWrite : 0)
+        default:
+            break
+        }
+        ring.push(time: exited &- traceStart, rip: vcpu.exitRIP, address: address, data: data, handling: done &- exited,
+                  vcpu: UInt16(truncatingIfNeeded: index), kind: UInt8(truncatingIfNeeded: kind.rawValue), size: size, flags: flags)
     }
 
     /// Carries out queued commands, parking while paused. False when the loop must end.

@@ -143,10 +143,10 @@ func jail(_ settings: JailSettings, launch: VMMLaunch, registration: Registratio
                              cgroupName: launch.vm.name ?? "vmm-\(getpid())")
     do {
         if let syncFD { return try Jail.enter(plan, syncFD: syncFD) }
-        // A profile is written inside the jail: the file must exist to be bound there.
-        if let p = launch.vm.config.profile?.path {
+        // A profile or trace is written inside the jail: the file must exist to be bound there.
+        for p in [launch.vm.config.profile?.path, launch.vm.config.tracePath].compactMap({ $0 }) {
             let fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
-            guard fd >= 0 else { fail("cannot write the profile to \(p): \(String(cString: strerror(errno)))", code: ProcessExitCode.fileNotFound, json: launch.json) }
+            guard fd >= 0 else { fail("cannot write to \(p): \(String(cString: strerror(errno)))", code: ProcessExitCode.fileNotFound, json: launch.json) }
             close(fd)
         }
         let description = clinux_memfd_create("swiftvisor-vm", 0)
@@ -191,6 +191,11 @@ func main() -> Never {
     registration?.record("\(pid)\n", "pid")
     // Opened now, so a path that cannot be written is said at once, and so the main
     // thread needs no open at the end.
+    if let t = launch.vm.config.tracePath {
+        let fd = open(t, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { fail("cannot write the exit trace to \(t): \(String(cString: strerror(errno)))", code: ProcessExitCode.fileNotFound, json: json) }
+        close(fd)
+    }
     var profileFD: Int32 = -1
     if let p = launch.vm.config.profile?.path {
         profileFD = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)

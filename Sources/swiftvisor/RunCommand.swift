@@ -290,6 +290,9 @@ struct VMFlags: ParsableArguments {
     @Flag(name: .long, help: "With --profile, walk each sample's frame-pointer chain (RBP) through guest memory, up to 32 frames.")
     var profileStacks = false
 
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Record every VM exit (time, vCPU, kind, port or address, size, data, RIP, time in the VMM) into this file; `swiftvisor trace FILE` prints and summarises it.", valueName: "file"))
+    var trace: String?
+
     @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("The guest's symbols, for any guest: an ELF with a symbol table or a System.map (names profiles and failure reports).", valueName: "file"))
     var symbols: String?
 

@@ -28,7 +28,7 @@ final class KVMSystemTests: XCTestCase {
             .vcpuEvents: KVM_CAP_VCPU_EVENTS, .internalErrorData: KVM_CAP_INTERNAL_ERROR_DATA,
             .maxVCPUs: KVM_CAP_MAX_VCPUS, .tscDeadlineTimer: KVM_CAP_TSC_DEADLINE_TIMER,
             .immediateExit: KVM_CAP_IMMEDIATE_EXIT, .splitIRQChip: KVM_CAP_SPLIT_IRQCHIP,
-            .x86UserSpaceMSR: KVM_CAP_X86_USER_SPACE_MSR,
+            .x86UserSpaceMSR: KVM_CAP_X86_USER_SPACE_MSR, .syncRegisters: KVM_CAP_SYNC_REGS,
         ]
         for c in Capability.allCases {
             XCTAssertEqual(c.rawValue, expected[c], "\(c.kernelName)")
