@@ -6,7 +6,7 @@ import VMM
 /// and after it boots:
 ///
 ///     GET  /vm           its description, state, pid, uptime and statistics
-///     GET  /vm/stats     the statistics alone
+///     GET  /vm/stats     the statistics alone, with rates and each vCPU's state and function
 ///     PUT  /vm/config    the whole description (before boot only; 409 after)
 ///     PUT  /vm/state     {"state": "running" | "paused" | "stopped"}: running boots a
 ///                        created VM, resumes a paused one and wakes a suspended one
@@ -40,7 +40,7 @@ public struct VMAPI: Sendable {
         case ("GET", "/vm"):
             return HTTPResponse(status: 200, body: describe())
         case ("GET", "/vm/stats"):
-            return HTTPResponse(status: 200, body: VMAPI.statistics(vm.machine?.currentStatistics() ?? ExitStatistics()))
+            return HTTPResponse(status: 200, body: liveStatistics())
         case ("GET", "/vm/config"):
             return HTTPResponse(status: 200, body: vm.description.json)
         case ("PUT", "/vm/config"):
@@ -116,6 +116,36 @@ public struct VMAPI: Sendable {
             if let b = v.device as? VirtioBlock { line += ", \(b.engine)" + (b.direct ? ", O_DIRECT" : "") }
         }
         return line
+    }
+
+    /// The totals, and for a running machine the rates over the last second and each
+    /// vCPU's phase and where it was (`swiftvisor top`).
+    func liveStatistics() -> JSONValue {
+        let machine = vm.machine
+        guard case var .object(fields) = VMAPI.statistics(machine?.currentStatistics() ?? ExitStatistics()) else { return .null }
+        guard let machine else { return .object(fields) }
+        func hex(_ v: UInt64) -> JSONValue { .string("0x" + String(v, radix: 16)) }
+        if let r = machine.rates {
+            var kinds: [(String, JSONValue)] = [("total", .double(r.total))]
+            for k in ExitKind.allCases { kinds.append((k.name, .double(r.perKind[k.rawValue]))) }
+            fields.append(("rates", .object([
+                ("intervalSeconds", .double(Double(r.intervalNanoseconds) / 1e9)),
+                ("exitsPerSecond", .object(kinds)),
+                ("ports", .array(r.ports.map { .object([("port", hex($0.address)), ("perSecond", .double($0.perSecond))]) })),
+                ("mmioPages", .array(r.pages.map { .object([("page", hex($0.address)), ("perSecond", .double($0.perSecond))]) })),
+            ])))
+        }
+        let symbols = machine.symbols
+        fields.append(("vcpus", .array(machine.vcpuSnapshots().map { v in
+            var o: [(String, JSONValue)] = [("index", .int(Int64(v.index))), ("state", .string(v.phase))]
+            if let rip = v.rip {
+                o.append(("rip", hex(rip)))
+                if let cpl = v.cpl { o.append(("cpl", .int(Int64(cpl)))) }
+                if let name = symbols?.name(for: rip) { o.append(("function", .string(name))) }
+            }
+            return .object(o)
+        })))
+        return .object(fields)
     }
 
     public static func statistics(_ s: ExitStatistics) -> JSONValue {

@@ -33,6 +33,8 @@ public final class Machine: Sendable {
     private let suspended = Atomic<Bool>(false)
     private let haltedForGood = Atomic<Int>(0)
     private let loopTimers = Mutex<[Int]>([])
+    /// The statistics a second ago and now, for rates.
+    private let rateSnapshots = Mutex<(earlier: (UInt64, ExitStatistics)?, later: (UInt64, ExitStatistics)?)>((nil, nil))
 
     init(config: MachineConfig, memory: GuestMemory, devices: DeviceManager, kvm: KVMSystem, vm: VMFileDescriptor,
          vcpus: [VCPU], stopSwitch: StopSwitch, buildStarted: UInt64, virtio: [VirtioEndpoint] = [], tracer: ExitTracer? = nil) {
@@ -121,6 +123,11 @@ public final class Machine: Sendable {
                 }
             })
         }
+        // Once a second, the statistics, so that rates cover the last whole second.
+        ids.append(loop.addTimer(at: started + 1_000_000_000, period: 1_000_000_000) { [self] in
+            let now = (monotonicNanoseconds(), currentStatistics())
+            rateSnapshots.withLock { $0 = ($0.later, now) }
+        })
         if let tracer {
             ids.append(loop.addTimer(at: started + ExitTracer.drainPeriodNanoseconds, period: ExitTracer.drainPeriodNanoseconds) {
                 tracer.drain()
@@ -320,6 +327,26 @@ public final class Machine: Sendable {
             dropped &+= s.dropped
         }
         return GuestProfile(samples: merged, perVCPU: perVCPU, dropped: dropped, hz: profile.hz)
+    }
+
+    /// Exits a second over the last second or so (nil in the first second).
+    public var rates: ExitRates? {
+        let latest = (monotonicNanoseconds(), currentStatistics())
+        let (earlier, later) = rateSnapshots.withLock { $0 }
+        // Against the snapshot at least half a second old: a second's worth, give or take.
+        guard let base = [later, earlier].compactMap({ $0 }).first(where: { latest.0 - $0.0 >= 500_000_000 }) ?? earlier else { return nil }
+        return ExitRates(from: base.1, at: base.0, to: latest.1, at: latest.0)
+    }
+
+    /// Each vCPU's phase and where it was at the last sample; asks for a new sample
+    /// (taken at once on the vCPU's thread; the next call sees it).
+    public func vcpuSnapshots() -> [VCPUSnapshot] {
+        threads.map { t in
+            let s = t.lastSample.withLock { $0 }
+            if t.phase == .running { t.requestSample() }
+            let phase = switch t.phase { case .created: "created"; case .running: "running"; case .paused: "paused"; case .finished: "finished" }
+            return VCPUSnapshot(index: t.index, phase: phase, rip: s?.rip, cpl: s?.cpl)
+        }
     }
 
     /// The kernel's symbols (`config.effectiveSymbolFile`), parsed on first use: what a

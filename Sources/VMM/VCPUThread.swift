@@ -45,7 +45,8 @@ final class VCPUThread: Sendable {
     /// `--trace`: where this vCPU's exits go, and the time they are counted from.
     let trace: TraceRing?
     let traceStart: UInt64
-    /// A sample is wanted: taken when the kick that follows gets the vCPU out.
+    /// A sample is wanted: taken when the kick that follows gets the vCPU out. With no
+    /// profiler only RIP and CPL are read.
     private let sampleRequested = Atomic<Bool>(false)
 
     private let commands = Mutex<[Command]>([])
@@ -110,9 +111,12 @@ final class VCPUThread: Sendable {
         if let t = thread.withLock({ $0 }) { pthread_kill(t, VCPUKicker.signal) }
     }
 
-    /// Takes a profile sample of where the guest is (the profiler's timer asks).
+    /// Where the guest was at the last sample (linear RIP, CPL): what `top` shows.
+    let lastSample = Mutex<(rip: UInt64, cpl: UInt8)?>(nil)
+
+    /// Takes a sample of where the guest is (the profiler's timer asks, and the API
+    /// for `top`); the profiler, when on, keeps it.
     func requestSample() {
-        guard profiler != nil else { return }
         sampleRequested.store(true, ordering: .releasing)
         kick()
     }
@@ -149,10 +153,13 @@ final class VCPUThread: Sendable {
                 return .stopped
             }
             let exited = monotonicNanoseconds()
-            if let profiler, sampleRequested.load(ordering: .relaxed), sampleRequested.exchange(false, ordering: .acquiring) {
-                if let sample = ProfileRecorder.sample(vcpu, memory: memory, stacks: profileStacks) { profiler.record(sample) }
+            if sampleRequested.load(ordering: .relaxed), sampleRequested.exchange(false, ordering: .acquiring) {
+                if let sample = ProfileRecorder.sample(vcpu, memory: memory, stacks: profiler != nil && profileStacks) {
+                    profiler?.record(sample)
+                    lastSample.withLock { $0 = (sample.frames.first ?? 0, sample.cpl) }
+                }
                 if case .interrupted = exit {
-                    // The profiler's own kick: not the guest's exit, so not counted (nor
+                    // The sampler's own kick: not the guest's exit, so not counted (nor
                     // seen by the hypercall watchdog, which watches the count).
                     let done = monotonicNanoseconds()
                     statistics.update { s in

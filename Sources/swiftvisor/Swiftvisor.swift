@@ -24,7 +24,7 @@ struct Swiftvisor: ParsableCommand {
         version: "0.1.0",
         subcommands: [RunCommand.self, CreateCommand.self, StartCommand.self, DoctorCommand.self, ListCommand.self, InspectCommand.self, PauseCommand.self,
                       ResumeCommand.self, StopCommand.self, KillCommand.self, WaitCommand.self, LogsCommand.self,
-                      ConsoleCommand.self, RemoveCommand.self, TraceCommand.self]
+                      ConsoleCommand.self, RemoveCommand.self, TraceCommand.self, TopCommand.self]
     )
 
     /// Starting ArgumentParser (and the FoundationEssentials it brings) costs a few
