@@ -88,7 +88,7 @@ public struct JailSettings: Equatable, Sendable, Decodable {
     }
 
     /// The jail for the VM `d`: every file it boots from or writes (kernel, initrd,
-    /// image, symbols, disks, profile, trace), the KVM device and its state folder, each at its own
+    /// image, symbols, disks, trace), the KVM device and its state folder, each at its own
     /// path; the limits, defaults filled in. `cgroupName` names its cgroup.
     public func plan(for d: VMDescription, stateFolder: String?, workingDirectory: String, cgroupName: String) -> JailPlan {
         let c = d.config
@@ -103,7 +103,6 @@ public struct JailSettings: Equatable, Sendable, Decodable {
         if let s = c.effectiveSymbolFile { mounts.append(.init(path: s, writable: false)) }
         for disk in c.disks { mounts.append(.init(path: disk.path, writable: !disk.readOnly)) }
         if let stateFolder { mounts.append(.init(path: stateFolder, writable: true)) }
-        if let p = c.profile?.path { mounts.append(.init(path: p, writable: true)) }
         if let t = c.tracePath { mounts.append(.init(path: t, writable: true)) }
         // One mount per path: a file named twice is writable if either use writes.
         var unique: [JailPlan.Mount] = []

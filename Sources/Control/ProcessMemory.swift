@@ -16,8 +16,16 @@ public enum ProcessMemory {
         return (current, peak, anonymous)
     }
 
+    /// Bytes of address space mapped now (VmSize), 0 where /proc is absent.
+    public static func addressSpace() -> UInt64 {
+        for s in (FileSystem.readText("/proc/self/status") ?? "").split(separator: "\n") where s.hasPrefix("VmSize:") {
+            return kilobytes(s) ?? 0
+        }
+        return 0
+    }
+
     private static func kilobytes(_ line: Substring) -> UInt64? {
         let digits = line.filter { $0.isNumber }
-        return UInt64(digits).map { $0 * 1024 }
+        return UInt64(digits).flatMap { $0.multipliedReportingOverflow(by: 1024).overflow ? nil : $0 * 1024 }
     }
 }

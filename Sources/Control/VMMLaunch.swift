@@ -1,3 +1,4 @@
+import CLinux
 import Glibc
 import VMM
 
@@ -72,6 +73,19 @@ public struct VMMLaunch: Equatable, Sendable, Decodable {
             throw Invalid(description: "a VM that does not boot at once needs a name and a state directory (its API starts it)")
         }
         return l
+    }
+
+    /// The document in a memfd (inherited across exec, so the description never touches
+    /// the disk): what `read(fd:)` reads back. The fd, or why there is none.
+    public func memfd() -> Result<Int32, Invalid> {
+        let fd = clinux_memfd_create("swiftvisor-vm", 0)
+        guard fd >= 0 else { return .failure(Invalid(description: "memfd_create: \(String(cString: strerror(errno)))")) }
+        guard FileSystem.writeAll(fd, Array(jsonValue.rendered.utf8)) else {
+            let why = String(cString: strerror(errno))
+            close(fd)
+            return .failure(Invalid(description: "writing the memfd: \(why)"))
+        }
+        return .success(fd)
     }
 
     /// Reads a launch document from `fd` (a memfd or a file), whole, from its start.

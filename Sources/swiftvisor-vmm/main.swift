@@ -143,17 +143,10 @@ func jail(_ settings: JailSettings, launch: VMMLaunch, registration: Registratio
                              cgroupName: launch.vm.name ?? "vmm-\(getpid())")
     do {
         if let syncFD { return try Jail.enter(plan, syncFD: syncFD) }
-        // A profile or trace is written inside the jail: the file must exist to be bound there.
-        for p in [launch.vm.config.profile?.path, launch.vm.config.tracePath].compactMap({ $0 }) {
-            let fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
-            guard fd >= 0 else { fail("cannot write to \(p): \(String(cString: strerror(errno)))", code: ProcessExitCode.fileNotFound, json: launch.json) }
-            close(fd)
-        }
-        let description = clinux_memfd_create("swiftvisor-vm", 0)
-        guard description >= 0 else { fail("jail: memfd_create: \(String(cString: strerror(errno)))", code: ProcessExitCode.vmmFailure, json: launch.json) }
-        let bytes = Array(launch.jsonValue.rendered.utf8)
-        guard bytes.withUnsafeBytes({ pwrite(description, $0.baseAddress, $0.count, 0) }) == bytes.count else {
-            fail("jail: cannot hand the VM description on: \(String(cString: strerror(errno)))", code: ProcessExitCode.vmmFailure, json: launch.json)
+        let description: Int32
+        switch launch.memfd() {
+        case let .success(fd): description = fd
+        case let .failure(e): fail("jail: cannot hand the VM description on: \(e.description)", code: ProcessExitCode.vmmFailure, json: launch.json)
         }
         try Jail.start(plan, arguments: { ["--jailed", String($0), "--config-fd", String(description)] },
                        note: { if launch.verbose { StandardStream.error("swiftvisor: jail: \($0)\n") } })
@@ -186,11 +179,10 @@ func main() -> Never {
         fail(error.description, code: ProcessExitCode.vmmFailure, json: json)
     }
     let registration = launch.vm.name.flatMap { n in launch.stateDirectory.map { Registration(state: StateDirectory(root: $0), name: n) } }
-    // Jailed, this process forks: the child goes on as the VMM, the parent supervises.
-    let pid = launch.vm.jail.map { jail($0, launch: launch, registration: registration, syncFD: syncFD) } ?? getpid()
-    registration?.record("\(pid)\n", "pid")
-    // Opened now, so a path that cannot be written is said at once, and so the main
-    // thread needs no open at the end.
+    // The output files, before any jail: a path that cannot be written is said at once;
+    // the profile's fd is kept (so the main thread needs no open at the end, and a jail
+    // need not hold the file); the trace file, which each boot's machine opens, exists
+    // (so a jail can bind it).
     if let t = launch.vm.config.tracePath {
         let fd = open(t, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else { fail("cannot write the exit trace to \(t): \(String(cString: strerror(errno)))", code: ProcessExitCode.fileNotFound, json: json) }
@@ -201,6 +193,9 @@ func main() -> Never {
         profileFD = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard profileFD >= 0 else { fail("cannot write the profile to \(p): \(String(cString: strerror(errno)))", code: ProcessExitCode.fileNotFound, json: json) }
     }
+    // Jailed, this process forks: the child goes on as the VMM, the parent supervises.
+    let pid = launch.vm.jail.map { jail($0, launch: launch, registration: registration, syncFD: syncFD) } ?? getpid()
+    registration?.record("\(pid)\n", "pid")
     let loop: EventLoop
     do { loop = try EventLoop() } catch { fail(error.description, code: ProcessExitCode.vmmFailure, json: json) }
 

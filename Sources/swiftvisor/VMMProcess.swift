@@ -20,21 +20,13 @@ enum VMMProcess {
     /// Becomes the VMM for `launch`, handing it the JSON in a memfd (inherited across
     /// exec, so the description never touches the disk).
     static func exec(_ launch: VMMLaunch) throws -> Never {
-        let fd = clinux_memfd_create("swiftvisor-vm", 0)
-        guard fd >= 0 else {
-            let message = "cannot hand the VM description to the VMM: memfd_create: \(String(cString: strerror(errno)))"
-            StandardStream.failure(message, code: ProcessExitCode.vmmFailure, json: launch.json)
+        switch launch.memfd() {
+        case let .success(fd):
+            try exec(arguments: ["--config-fd", String(fd)], json: launch.json)
+        case let .failure(e):
+            StandardStream.failure("cannot hand the VM description to the VMM: \(e.description)", code: ProcessExitCode.vmmFailure, json: launch.json)
             throw ExitCode(ProcessExitCode.vmmFailure)
         }
-        let bytes = Array(launch.jsonValue.rendered.utf8)
-        var done = 0
-        while done < bytes.count {
-            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, $0.count - done) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { break }
-            done += n
-        }
-        try exec(arguments: ["--config-fd", String(fd)], json: launch.json)
     }
 
     static func exec(arguments: [String], json: Bool) throws -> Never {

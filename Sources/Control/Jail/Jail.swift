@@ -1,6 +1,5 @@
 import CLinux
 import Glibc
-import VMM
 
 /// The jailed launch (Firecracker's jailer, done by the VMM process itself before it
 /// starts any thread): new PID, mount, IPC, UTS, cgroup and network namespaces; a
@@ -115,7 +114,6 @@ public enum Jail {
         let n = withUnsafeMutableBytes(of: &hostPid) { read(syncFD, $0.baseAddress, $0.count) }
         close(syncFD)
         guard n == MemoryLayout<pid_t>.size, getpid() == 1 else { throw Failure("the jail's supervisor is gone") }
-        try checkSources(plan)
         var netns: Int32 = -1
         if let path = plan.networkNamespace {
             netns = open(path, O_RDONLY | O_CLOEXEC)
@@ -200,22 +198,13 @@ public enum Jail {
         try limit(Int32(RLIMIT_NOFILE.rawValue), plan.openFiles, "open files")
         // Counted from what is mapped already: a sanitizer's shadow memory alone is
         // terabytes of address space, reserved before main.
-        let (space, overflow) = mappedBytes().addingReportingOverflow(plan.addressSpace)
+        let (space, overflow) = ProcessMemory.addressSpace().addingReportingOverflow(plan.addressSpace)
         try limit(Int32(RLIMIT_AS.rawValue), overflow ? UInt64.max : space, "address space")
         try limit(CLINUX_RLIMIT_NPROC, plan.processes, "processes")
         // A core dump would hold guest memory.
         try limit(Int32(RLIMIT_CORE.rawValue), 0, "core dump size")
         try check(clinux_set_no_new_privileges(), "cannot set no_new_privs")
         try check(clinux_drop_all_capabilities(), "cannot drop capabilities")
-    }
-
-    /// The process's address space now (VmSize).
-    private static func mappedBytes() -> UInt64 {
-        for line in (FileSystem.readText("/proc/self/status") ?? "").split(separator: "\n") where line.hasPrefix("VmSize:") {
-            let kilobytes = line.dropFirst(7).split(whereSeparator: { $0 == " " || $0 == "\t" }).first.flatMap { UInt64($0) } ?? 0
-            return kilobytes.multipliedReportingOverflow(by: 1024).overflow ? UInt64.max : kilobytes * 1024
-        }
-        return 0
     }
 
     /// Creates every folder above `path` (each component as written, inside the
