@@ -6,7 +6,7 @@ let package = Package(
     name: "Swiftvisor",
     products: [
         .executable(name: "swiftvisor", targets: ["swiftvisor"]),
-        .executable(name: "swiftvisor-vmm", targets: ["swiftvisor-vmm"]),
+        .executable(name: "swiftvisor-cli", targets: ["swiftvisor-cli"]),
         .library(name: "VMM", targets: ["VMM"]),
     ],
     dependencies: [
@@ -37,9 +37,11 @@ let package = Package(
         .target(name: "KernelImage", dependencies: ["Boot", "VMM", "CLzma", "CZlib", "CZstd", "CLZ4"]),
         // The control API (HTTP/JSON over a Unix socket), its client, the state directory.
         .target(name: "Control", dependencies: ["VMM", "Devices", "CLinux", "SanitizerSupport"], exclude: ["openapi.json"]),
-        // The VMM process: what runs a machine for its whole life. It links no
-        // ArgumentParser and no Foundation, to stay small (see README "Two executables").
-        .executableTarget(name: "swiftvisor-vmm", dependencies: ["VMM", "Control", "Devices", "CLinux"]),
+        // The command users type and the VMM process, which runs a machine for its whole
+        // life: a fast-path `run` and launch documents here, everything else handed to
+        // swiftvisor-cli. It links no ArgumentParser and no Foundation, to start fast and
+        // stay small (see README "Two executables").
+        .executableTarget(name: "swiftvisor", dependencies: ["VMM", "Control", "Devices", "GuestMemory", "CLinux"]),
         // scripts/bench --virtio-blk: the block device model driven as a guest driver would,
         // beside its I/O engine alone.
         .executableTarget(name: "swiftvisor-blk-bench", dependencies: ["Devices", "GuestMemory", "VMM", "Control", "CLinux"]),
@@ -64,8 +66,9 @@ let package = Package(
                           path: "Tests/Fuzz/TraceFile", exclude: ["corpus", "regressions"]),
         .executableTarget(name: "fuzz-device-bus", dependencies: ["Boot", "Devices", "GuestMemory", "VMM", "FuzzSupport"],
                           path: "Tests/Fuzz/DeviceBus", exclude: ["corpus", "regressions"]),
-        // The user-facing command; it validates, then execs swiftvisor-vmm to run a VM.
-        .executableTarget(name: "swiftvisor", dependencies: [
+        // The commands as ArgumentParser types: help, errors and every verb; it validates,
+        // then execs swiftvisor to run a VM.
+        .executableTarget(name: "swiftvisor-cli", dependencies: [
             "VMM", "KVM", "Control", "KernelImage", "HostCheck",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
@@ -76,10 +79,10 @@ let package = Package(
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory", "CLinux", "SanitizerSupport"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory", "TestSupport", "KernelImage", "CLzma", "CZlib", "CZstd", "CLZ4"]),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "Control", "KVM", "Boot", "Devices", "GuestMemory", "TestSupport", "HostCheck", "SanitizerSupport"]),
-        .testTarget(name: "ControlTests", dependencies: ["Control", "VMM", "Boot", "Devices", "TestSupport"]),
+        .testTarget(name: "ControlTests", dependencies: ["Control", "VMM", "Boot", "Devices", "GuestMemory", "TestSupport"]),
         .testTarget(name: "HostCheckTests", dependencies: ["HostCheck", "Control", "VMM", "KVM", "TestSupport"]),
         // Drives the built executables as a user would; depends on them so they are built.
-        .testTarget(name: "CLITests", dependencies: ["swiftvisor", "swiftvisor-vmm", "VMM", "Control", "Boot", "Devices", "TestSupport", "SanitizerSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["swiftvisor", "swiftvisor-cli", "VMM", "Control", "Boot", "Devices", "TestSupport", "SanitizerSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -34,11 +34,36 @@ public struct FlatBinary: Sendable {
         if mode == .real, loadAddress + UInt64(bytes.count) > 0x10_FFF0 {
             throw .unreachable(what: "the image's end", address: loadAddress + UInt64(bytes.count), mode: .real)
         }
-        if mode != .real, loadAddress < BootLayout.firstFree {
-            throw .malformed("load address 0x\(String(loadAddress, radix: 16)) overlaps the boot GDT and page tables below 0x\(String(BootLayout.firstFree, radix: 16)); use --load-address 0x\(String(BootLayout.firstFree, radix: 16)) or higher")
-        }
-        let state = try ModeSetup.prepare(mode, entry: entry, memory: memory, userAccessible: userAccessible)
+        let state = try ModeSetup.prepare(mode, entry: entry, memory: memory, userAccessible: userAccessible,
+                                          structures: try bootStructures(in: memory))
         try ModeSetup.wrap { () throws(GuestMemoryError) in try memory.write(bytes: bytes, at: GuestAddress(loadAddress)) }
         return state
+    }
+
+    /// Where the GDT, stack and page tables go: the standard block, unless the image
+    /// overlaps it; then the first page after the image, which must be RAM below 4 GiB
+    /// (protected mode's GDT base and long mode's identity map reach no further). Real
+    /// mode needs none of them (its stack sits just below the image, as a boot sector's).
+    /// The caller has checked that the image lies in `memory`.
+    public func bootStructures(in memory: GuestMemory) throws(BootError) -> BootStructures {
+        let image = loadAddress..<(loadAddress + UInt64(bytes.count))
+        guard mode != .real, BootStructures.standard.used.overlaps(image) else { return .standard }
+        let base = (image.upperBound + 0xFFF) & ~0xFFF
+        guard base <= (1 << 32) - BootStructures.size, memory.isValid(GuestAddress(base), length: BootStructures.size) else {
+            throw .malformed("the image at 0x\(String(loadAddress, radix: 16))-0x\(String(image.upperBound - 1, radix: 16)) covers the boot GDT and page tables' usual place (0x500-0xefff), and no \(BootStructures.size >> 10) KiB of RAM below 4 GiB follows it; load it at 0xf000 or higher, or give the guest more --memory")
+        }
+        return BootStructures(base: base)
+    }
+
+    /// For `run --verbose`: where the image and what the VMM built for it went.
+    public func placement(_ state: InitialCPUState) -> String {
+        let hex = { (v: UInt64) in "0x" + String(v, radix: 16) }
+        var line = "flat binary at \(hex(loadAddress))-\(hex(loadAddress + UInt64(bytes.count) - 1)), \(mode.rawValue) mode, entry \(hex(entry))"
+        switch mode {
+        case .real: line += "; stack just below the entry (SS:SP \(hex(UInt64(state.code.selector))):\(hex(state.rsp)))"
+        case .protected: line += "; boot GDT at \(hex(state.gdtBase)), stack top \(hex(state.rsp))"
+        case .long: line += "; boot GDT at \(hex(state.gdtBase)), page tables at \(hex(state.cr3))-\(hex(state.cr3 + 0x6000 - 1)), stack top \(hex(state.rsp))"
+        }
+        return line
     }
 }

@@ -5,9 +5,10 @@ import GuestMemory
 public enum ModeSetup {
     /// Prepares `memory` for `mode` and returns the state to start at `entry`.
     /// `userAccessible` marks the identity map usable from ring 3 (the U/S bit), for
-    /// guests that run code in user mode without page tables of their own.
-    public static func prepare(_ mode: CPUMode, entry: UInt64, memory: GuestMemory,
-                               userAccessible: Bool = false) throws(BootError) -> InitialCPUState {
+    /// guests that run code in user mode without page tables of their own; `structures`
+    /// says where the GDT, stack and page tables go.
+    public static func prepare(_ mode: CPUMode, entry: UInt64, memory: GuestMemory, userAccessible: Bool = false,
+                               structures: BootStructures = .standard) throws(BootError) -> InitialCPUState {
         switch mode {
         case .real:
             guard entry < 0x10_0000 else { throw .unreachable(what: "entry point", address: entry, mode: .real) }
@@ -20,23 +21,23 @@ public enum ModeSetup {
             return s
         case .protected:
             guard entry < 0x1_0000_0000 else { throw .unreachable(what: "entry point", address: entry, mode: .protected) }
-            try writeGDT(memory)
+            try writeGDT(memory, structures)
             var s = InitialCPUState(mode: .protected, rip: entry, code: code32, data: data, cr0: ControlBits.cr0PE | ControlBits.cr0ET)
-            s.gdtBase = BootLayout.gdt
+            s.gdtBase = structures.gdt
             s.gdtLimit = UInt16(gdtEntries.count * 8 - 1)
-            s.rsp = BootLayout.stackTop
+            s.rsp = structures.stackTop
             return s
         case .long:
-            try writeGDT(memory)
-            try writeIdentityPageTables(memory, userAccessible: userAccessible)
+            try writeGDT(memory, structures)
+            try writeIdentityPageTables(memory, userAccessible: userAccessible, structures)
             var s = InitialCPUState(mode: .long, rip: entry, code: code64, data: data,
                                     cr0: ControlBits.cr0PE | ControlBits.cr0ET | ControlBits.cr0PG)
-            s.gdtBase = BootLayout.gdt
+            s.gdtBase = structures.gdt
             s.gdtLimit = UInt16(gdtEntries.count * 8 - 1)
-            s.cr3 = BootLayout.pml4
+            s.cr3 = structures.pml4
             s.cr4 = ControlBits.cr4PAE
             s.efer = ControlBits.eferLME | ControlBits.eferLMA
-            s.rsp = BootLayout.stackTop
+            s.rsp = structures.stackTop
             return s
         }
     }
@@ -53,30 +54,30 @@ public enum ModeSetup {
                                               dpl: 3, long: true, granularity4K: true)
     static let gdtEntries: [UInt64] = [0, code64.encoded, data.encoded, code32.encoded, userData.encoded, userCode64.encoded]
 
-    static func writeGDT(_ memory: GuestMemory) throws(BootError) {
+    static func writeGDT(_ memory: GuestMemory, _ structures: BootStructures) throws(BootError) {
         for (i, e) in gdtEntries.enumerated() {
-            try wrap { () throws(GuestMemoryError) in try memory.write(e, at: GuestAddress(BootLayout.gdt + UInt64(i * 8))) }
+            try wrap { () throws(GuestMemoryError) in try memory.write(e, at: GuestAddress(structures.gdt + UInt64(i * 8))) }
         }
     }
 
     /// Identity-maps the first 4 GiB with 2 MiB pages: the window every 64-bit boot
     /// protocol assumes (RAM below the PCI hole, the hole's MMIO, the APIC).
-    static func writeIdentityPageTables(_ memory: GuestMemory, userAccessible: Bool) throws(BootError) {
+    static func writeIdentityPageTables(_ memory: GuestMemory, userAccessible: Bool, _ structures: BootStructures) throws(BootError) {
         let present: UInt64 = 1, large: UInt64 = 1 << 7
         let writable: UInt64 = userAccessible ? 2 | 4 : 2 // U/S rides along with R/W
         try wrap { () throws(GuestMemoryError) in
-            try memory.fill(0, count: 0x1000, at: GuestAddress(BootLayout.pml4))
-            try memory.write(BootLayout.pdpt | present | writable, at: GuestAddress(BootLayout.pml4))
+            try memory.fill(0, count: 0x1000, at: GuestAddress(structures.pml4))
+            try memory.write(structures.pdpt | present | writable, at: GuestAddress(structures.pml4))
             for dir in 0..<4 {
-                let pd = BootLayout.pageDirectories + UInt64(dir) * 0x1000
-                try memory.write(pd | present | writable, at: GuestAddress(BootLayout.pdpt + UInt64(dir) * 8))
+                let pd = structures.pageDirectories + UInt64(dir) * 0x1000
+                try memory.write(pd | present | writable, at: GuestAddress(structures.pdpt + UInt64(dir) * 8))
                 for i in 0..<512 {
                     let address = (UInt64(dir) << 30) | (UInt64(i) << 21)
                     try memory.write(address | present | writable | large, at: GuestAddress(pd + UInt64(i) * 8))
                 }
             }
             // The rest of the PDPT stays zero: above 4 GiB is unmapped.
-            try memory.fill(0, count: 0x1000 - 32, at: GuestAddress(BootLayout.pdpt + 32))
+            try memory.fill(0, count: 0x1000 - 32, at: GuestAddress(structures.pdpt + 32))
         }
     }
 

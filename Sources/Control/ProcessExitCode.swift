@@ -1,5 +1,5 @@
 import VMM
-/// The exit statuses of `swiftvisor` and `swiftvisor-vmm`, documented in the README.
+/// The exit statuses of `swiftvisor` (and `swiftvisor-cli` behind it), documented in the README.
 ///
 /// A guest's own exit code (written to the exit port) is passed through unchanged, so
 /// it can coincide with one of these; `--json` says which it was.

@@ -59,6 +59,8 @@ public enum RunFlags {
             s.cpus = try value("--cpus", v, { Int($0) }, "a number") },
         Flag(name: "--test-devices", takesValue: false, fastPath: true) { s, _ in s.testDevices = true },
         Flag(name: "--no-pit", takesValue: false, fastPath: true) { s, _ in s.noPIT = true },
+        Flag(name: "--hugepages", takesValue: false, fastPath: true) { s, _ in s.hugePages = true },
+        Flag(name: "--mergeable", takesValue: false, fastPath: true) { s, _ in s.mergeable = true },
         Flag(name: "--quirks", takesValue: true, fastPath: true) { s, v throws(Failure) in
             s.quirks = try value("--quirks", v, RunSettings.Quirks.init(rawValue:), "auto, on or off") },
         Flag(name: "--on-reboot", takesValue: true, fastPath: true) { s, v throws(Failure) in
@@ -85,7 +87,9 @@ public enum RunFlags {
         Flag(name: "--detach", takesValue: false, fastPath: false) { s, _ in s.detach = true },
     ]
 
-    public static let byName: [String: Flag] = Dictionary(uniqueKeysWithValues: table.map { ($0.name, $0) })
+    /// A linear search: 40 names are found faster than a dictionary of them is built,
+    /// and the fast path runs this once per VM.
+    public static func flag(named name: String) -> Flag? { table.first { $0.name == name } }
 
     /// Reads `arguments` (the words after `run`) into settings. A flag that takes a
     /// value takes the next word whatever it looks like (`--cmdline -x`), or the text
@@ -105,7 +109,7 @@ public enum RunFlags {
                 i += 1
                 continue
             }
-            guard let flag = byName[word] else { throw Failure("unknown option '\(arguments[i])'") }
+            guard let flag = flag(named: word) else { throw Failure("unknown option '\(arguments[i])'") }
             if fastPathOnly && !flag.fastPath { throw Failure("\(word) is not for the fast path") }
             var v = ""
             if flag.takesValue {
@@ -124,3 +128,16 @@ public enum RunFlags {
     }
 }
 
+extension RunFlags {
+    /// The launch for `swiftvisor run ARGS` when the option table alone can read `ARGS`
+    /// (no help, no named VM, no kernel to prepare, no file to read) and they are valid;
+    /// nil whenever `swiftvisor-cli` (ArgumentParser) should handle them, so every error
+    /// and all help come from one place.
+    public static func fastPathLaunch(_ arguments: [String]) -> VMMLaunch? {
+        guard arguments.first == "run",
+              let s = try? parse(Array(arguments.dropFirst()), fastPathOnly: true), s.positionals.isEmpty,
+              let d = try? s.description(base: VMDescription(), prepareKernel: { _ throws(Failure) in throw Failure("no kernel here") },
+                                         quirksHere: { false }) else { return nil }
+        return VMMLaunch(vm: d, stats: s.stats, json: s.json)
+    }
+}

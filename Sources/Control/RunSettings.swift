@@ -12,7 +12,7 @@ public struct RunSettings {
     public var virtioTransport: VirtioTransportKind?
     public var virtioConsole = false
     public var rngLimit: UInt64?
-    public var memory: UInt64?, cpus: Int?, testDevices = false, noPIT = false
+    public var memory: UInt64?, cpus: Int?, testDevices = false, noPIT = false, hugePages = false, mergeable = false
     public var quirks = Quirks.auto, restartOnReboot: Bool?, timeout: Double?, seccomp: SeccompMode?
     public var stats = false, json = false, verbose = false, kvmDevice: String?
     public var configFile: String?, name: String?, stateDir: String?, detach = false
@@ -66,6 +66,8 @@ public struct RunSettings {
         if let kvmDevice { d.config.kvmPath = kvmDevice }
         if testDevices { d.config.testDevices = true }
         if noPIT { d.config.pit = false }
+        if hugePages { d.config.memoryOptions.hugePages = true }
+        if mergeable { d.config.memoryOptions.mergeable = true }
         if let timeout { d.timeoutSeconds = timeout }
         if let restartOnReboot { d.restartOnReboot = restartOnReboot }
         if let name { d.name = name }

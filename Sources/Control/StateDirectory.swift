@@ -109,7 +109,8 @@ public struct StateDirectory: Sendable {
 
     public func pid(_ name: String) -> pid_t? { read(name, "pid").flatMap { pid_t($0.trimmingSpaces.filter { $0 != "\n" }) } }
 
-    /// Whether `pid` is a live swiftvisor-vmm (not a recycled pid).
+    /// Whether `pid` is a live VMM process (not a recycled pid): `swiftvisor` running a
+    /// launch document, as swiftvisor-cli starts a named VM.
     public static func isVMM(_ pid: pid_t) -> Bool {
         guard kill(pid, 0) == 0 || errno == EPERM else { return false }
         let fd = open("/proc/\(pid)/cmdline", O_RDONLY | O_CLOEXEC)
@@ -118,6 +119,8 @@ public struct StateDirectory: Sendable {
         var buffer = [UInt8](repeating: 0, count: 4096)
         let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress!, $0.count) }
         guard n > 0 else { return false }
-        return String(decoding: buffer.prefix(n), as: UTF8.self).contains("swiftvisor-vmm")
+        let words = buffer.prefix(n).split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+        guard let program = words.first?.split(separator: "/").last, program.hasPrefix("swiftvisor") else { return false }
+        return words.dropFirst().contains { $0 == "--config" || $0 == "--config-fd" || $0 == "--jailed" }
     }
 }

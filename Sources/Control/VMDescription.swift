@@ -45,7 +45,7 @@ public struct VMDescription: Equatable, Sendable, Decodable {
     }
 
     enum Keys: String, CodingKey, CaseIterable {
-        case name, memory, cpus, boot, testDevices, pit, hostQuirks, pvh, symbols, timeout, onReboot, kvmDevice, disks, rng, rngLimit, virtioConsole, virtioTransport, seccomp, jail, profile, trace
+        case name, memory, cpus, boot, testDevices, pit, hostQuirks, pvh, symbols, timeout, onReboot, kvmDevice, disks, rng, rngLimit, virtioConsole, virtioTransport, seccomp, jail, profile, trace, hugePages, mergeable
     }
 
     public init(from decoder: any Decoder) throws {
@@ -65,6 +65,8 @@ public struct VMDescription: Equatable, Sendable, Decodable {
         config.rng = try c.decodeIfPresent(Bool.self, forKey: .rng) ?? false
         config.rngBytesPerSecond = try c.decodeIfPresent(SizeValue.self, forKey: .rngLimit)?.bytes
         config.virtioConsole = try c.decodeIfPresent(Bool.self, forKey: .virtioConsole) ?? false
+        config.memoryOptions.hugePages = try c.decodeIfPresent(Bool.self, forKey: .hugePages) ?? false
+        config.memoryOptions.mergeable = try c.decodeIfPresent(Bool.self, forKey: .mergeable) ?? false
         if let t = try c.decodeIfPresent(String.self, forKey: .virtioTransport) {
             guard let kind = VirtioTransportKind(rawValue: t) else {
                 throw JSONValueDecoder.Failure(path: "virtioTransport", message: "must be \"pci\" or \"mmio\"")
@@ -171,6 +173,8 @@ public struct VMDescription: Equatable, Sendable, Decodable {
         if c.rng { o.append(("rng", .bool(true))) }
         if let l = c.rngBytesPerSecond { o.append(("rngLimit", .uint(l))) }
         if c.virtioConsole { o.append(("virtioConsole", .bool(true))) }
+        if c.memoryOptions.hugePages { o.append(("hugePages", .bool(true))) }
+        if c.memoryOptions.mergeable { o.append(("mergeable", .bool(true))) }
         if c.virtioTransport != .pci { o.append(("virtioTransport", .string(c.virtioTransport.rawValue))) }
         if let t = timeoutSeconds { o.append(("timeout", .double(t))) }
         if restartOnReboot { o.append(("onReboot", .string("restart"))) }

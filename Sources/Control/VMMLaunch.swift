@@ -2,7 +2,8 @@ import CLinux
 import Glibc
 import VMM
 
-/// What the `swiftvisor` command hands the `swiftvisor-vmm` process it starts: the VM's
+/// What `swiftvisor-cli` hands the VMM process (`swiftvisor --config-fd N`) it starts, or
+/// the fast path builds in that process itself: the VM's
 /// description plus how this process reports and whether it boots at once. JSON, in a
 /// file (a named VM's `vmm.json`) or an fd (a memfd for a foreground VM), so the VMM
 /// process needs no argument parser and no flag of its own is reachable from the

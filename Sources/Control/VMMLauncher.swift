@@ -35,7 +35,7 @@ public enum VMMLauncher {
         var pid: pid_t = 0
         let r = posix_spawn(&pid, executable, &actions, &attributes, cArgs, environ)
         guard r == 0 else {
-            throw Failure(description: "cannot start \(executable): \(String(cString: strerror(r))); install swiftvisor-vmm beside swiftvisor or set SWIFTVISOR_VMM")
+            throw Failure(description: "cannot start \(executable): \(String(cString: strerror(r))); \(Companion.vmm.hint)")
         }
         return pid
     }

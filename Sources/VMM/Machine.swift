@@ -28,6 +28,8 @@ public final class Machine: Sendable {
     let buildStarted: UInt64
     /// The virtio devices, whose queue notifications the event loop serves.
     let virtio: [VirtioEndpoint]
+    /// Where a flat binary and the structures built for it went (`run --verbose`).
+    public let bootNote: String?
     private let startedAt = Atomic<UInt64>(0)
     /// In ACPI S3: vCPUs parked, memory kept, until a wake event.
     private let suspended = Atomic<Bool>(false)
@@ -37,8 +39,10 @@ public final class Machine: Sendable {
     private let rateSnapshots = Mutex<(earlier: (UInt64, ExitStatistics)?, later: (UInt64, ExitStatistics)?)>((nil, nil))
 
     init(config: MachineConfig, memory: GuestMemory, devices: DeviceManager, kvm: KVMSystem, vm: VMFileDescriptor,
-         vcpus: [VCPU], stopSwitch: StopSwitch, buildStarted: UInt64, virtio: [VirtioEndpoint] = [], tracer: ExitTracer? = nil) {
+         vcpus: [VCPU], stopSwitch: StopSwitch, buildStarted: UInt64, virtio: [VirtioEndpoint] = [], tracer: ExitTracer? = nil,
+         bootNote: String? = nil) {
         self.virtio = virtio
+        self.bootNote = bootNote
         self.tracer = tracer
         self.config = config
         self.memory = memory

@@ -57,6 +57,8 @@ extension Machine {
 
         // The guest goes in last: a Linux kernel is told where the virtio devices are.
         let state = try guest.load(into: memory, config: config, virtio: virtio)
+        var bootNote: String? = nil
+        if case let .flat(image) = guest { bootNote = image.placement(state) }
 
         var vcpus: [VCPU] = []
         do {
@@ -81,7 +83,7 @@ extension Machine {
         }
 
         return Machine(config: config, memory: memory, devices: devices, kvm: kvm, vm: vm,
-                       vcpus: vcpus, stopSwitch: stopSwitch, buildStarted: started, virtio: virtio, tracer: tracer)
+                       vcpus: vcpus, stopSwitch: stopSwitch, buildStarted: started, virtio: virtio, tracer: tracer, bootNote: bootNote)
     }
 
     /// The virtio devices (disks in command-line order, then the entropy device) on the
@@ -173,7 +175,7 @@ extension Machine {
 
     static func mapMemory(_ config: MachineConfig, kvm: KVMSystem, vm: VMFileDescriptor) throws(MachineError) -> GuestMemory {
         let memory: GuestMemory
-        do { memory = try GuestMemory(ranges: AddressMap.ramRanges(memorySize: config.memorySize)) } catch { throw .memory(error) }
+        do { memory = try GuestMemory(ranges: AddressMap.ramRanges(memorySize: config.memorySize), options: config.memoryOptions) } catch { throw .memory(error) }
         guard memory.regions.count <= kvm.maxMemorySlots else {
             throw .kvm(KVMError("KVM_SET_USER_MEMORY_REGION", errno: nil, hint: "the host allows only \(kvm.maxMemorySlots) memory slots"))
         }

@@ -1,3 +1,4 @@
+import GuestMemory
 import Boot
 
 /// Everything needed to build a machine: plain data, checked by `validate()` before
@@ -39,6 +40,9 @@ public struct MachineConfig: Equatable, Sendable {
     /// How the virtio devices reach the guest: PCI functions (what stock distribution
     /// kernels find) or virtio-mmio windows.
     public var virtioTransport: VirtioTransportKind = .pci
+    /// How guest RAM is backed: reserved 2 MiB pages where the host has them
+    /// (`--hugepages`), KSM merging (`--mergeable`). See `MemoryRegion.Options`.
+    public var memoryOptions = MemoryRegion.Options()
 
     /// The file failure reports take symbol names from, if any.
     public var effectiveSymbolFile: String? {

@@ -1,4 +1,4 @@
-import Boot
+@testable import Boot
 import GuestMemory
 import XCTest
 
@@ -66,12 +66,41 @@ final class FlatBinaryTests: XCTestCase {
         XCTAssertThrowsError(try FlatBinary(bytes: [UInt8](repeating: 0, count: 0x10_0000), mode: .real, loadAddress: 0x1_0000).load(into: try memory())) { e in
             XCTAssertTrue("\(e)".contains("real mode reaches the first 1 MiB only"), "\(e)")
         }
-        XCTAssertThrowsError(try FlatBinary(bytes: [0xF4], mode: .long, loadAddress: 0x9000).load(into: m)) { e in
-            XCTAssertTrue("\(e)".contains("overlaps the boot GDT"), "\(e)")
+        // Over the boot structures' usual place, with no room after it either.
+        let filling = [UInt8](repeating: 0xF4, count: 0x10_0000 - 0x1000 - 0x8000)
+        XCTAssertThrowsError(try FlatBinary(bytes: filling, mode: .long, loadAddress: 0x1000).load(into: m)) { e in
+            XCTAssertTrue("\(e)".contains("no 60 KiB of RAM below 4 GiB follows it"), "\(e)")
         }
         XCTAssertThrowsError(try FlatBinary(bytes: [0xF4], mode: .protected, loadAddress: 0x10000, entry: 0x1_0000_0000).load(into: m)) { e in
             guard case .unreachable = e as? BootError else { return XCTFail("\(e)") }
         }
+    }
+
+    /// An image over the standard block moves the block to the first page after it;
+    /// anywhere else the block stays where kernels expect it.
+    func testBootStructuresMoveOutOfTheImagesWay() throws {
+        let m = try memory()
+        for mode in [CPUMode.protected, .long] {
+            let image = FlatBinary(bytes: [UInt8](repeating: 0x90, count: 0x2345), mode: mode, loadAddress: 0x1000)
+            XCTAssertEqual(try image.bootStructures(in: m), BootStructures(base: 0x4000))
+            let s = try image.load(into: m)
+            XCTAssertEqual(s.gdtBase, 0x4500)
+            XCTAssertEqual(s.rsp, 0x4000 + BootLayout.stackTop)
+            let code: UInt64 = try m.read(at: GuestAddress(0x4500 + 8))
+            XCTAssertEqual(code, ModeSetup.gdtEntries[1], "the GDT is written where it is announced")
+            XCTAssertEqual(try m.read(at: GuestAddress(0x1000)) as UInt8, 0x90, "the image is intact")
+            XCTAssertEqual(try m.read(at: GuestAddress(0x1000 + 0x2344)) as UInt8, 0x90)
+            if mode == .long {
+                XCTAssertEqual(s.cr3, 0x4000 + BootLayout.pml4)
+                let pml4: UInt64 = try m.read(at: GuestAddress(s.cr3))
+                XCTAssertEqual(pml4 & ~0xFFF, 0x4000 + BootLayout.pdpt)
+            }
+        }
+        // Just past the block's end, or in real mode: the standard block.
+        XCTAssertEqual(try FlatBinary(bytes: [0xF4], mode: .long, loadAddress: BootLayout.firstFree).bootStructures(in: m), .standard)
+        XCTAssertEqual(try FlatBinary(bytes: [0xF4], mode: .long, loadAddress: 0x400).bootStructures(in: m), .standard,
+                       "below the GDT at 0x500")
+        XCTAssertEqual(try FlatBinary(bytes: [0xF4], mode: .real, loadAddress: 0x1000).bootStructures(in: m), .standard)
     }
 
     func testDemoGuestIsAFlatRealModeImage() {

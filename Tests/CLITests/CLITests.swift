@@ -4,7 +4,7 @@ import Glibc
 import TestSupport
 import Boot
 import VMM
-@testable import swiftvisor
+@testable import swiftvisor_cli
 import XCTest
 
 /// Runs the built `swiftvisor` as a user would and checks what they would see.
@@ -55,7 +55,7 @@ final class CLITests: XCTestCase {
     }
 
     func testBothExecutablesAreBuiltSideBySide() {
-        for name in ["swiftvisor", "swiftvisor-vmm"] {
+        for name in ["swiftvisor", "swiftvisor-cli"] {
             XCTAssertTrue(FileManager.default.isExecutableFile(atPath: CLITests.binDirectory.appendingPathComponent(name).path), name)
         }
     }
@@ -178,6 +178,19 @@ extension CLITests {
         XCTAssertEqual(parsed.status, 6, parsed.stderr)
     }
 
+    /// A flat binary loaded over the boot structures' usual place runs in every mode
+    /// (it uses the stack), and `--verbose` says where the structures went instead.
+    func testFlatBinaryAtAnyLoadAddress() throws {
+        try KVMTestHost.skipUnlessUsable()
+        // push 42; pop rcx/ecx; mov al, cl; mov dx, 0x501; out dx, al; hlt: the same bytes in both modes.
+        let image = TemporaryFile(bytes: [0x6A, 0x2A, 0x59, 0x88, 0xC8, 0x66, 0xBA, 0x01, 0x05, 0xEE, 0xF4])
+        for mode in ["protected", "long"] {
+            let r = try swiftvisor(["run", "--image", image.path, "--mode", mode, "--load-address", "0x1000", "--memory", "1M", "--verbose"])
+            XCTAssertEqual(r.status, 42, r.stderr)
+            XCTAssertTrue(r.stderr.contains("boot: flat binary at 0x1000-0x100a, \(mode) mode, entry 0x1000; boot GDT at 0x2500"), r.stderr)
+        }
+    }
+
     /// One option table: ArgumentParser declares exactly the flags `RunFlags` knows,
     /// taking a value exactly where the table says, so the fast path and the full
     /// parser can never drift apart.
@@ -220,11 +233,11 @@ extension CLITests {
     }
 
     func testTheVMMTakesOnlyItsJSON() throws {
-        let r = try CLITests.launch(["--image", "x.bin"], executable: "swiftvisor-vmm")
+        let r = try swiftvisor(["--config-fd"])
         XCTAssertEqual(r.status, 64)
-        XCTAssertTrue(r.stderr.contains("usage: swiftvisor-vmm --config FILE | --config-fd N"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("usage: swiftvisor --config FILE | --config-fd N"), r.stderr)
         let bad = TemporaryFile(bytes: Array(#"{"vm": {"cpus": 0}}"#.utf8), suffix: ".json")
-        let b = try CLITests.launch(["--config", bad.path], executable: "swiftvisor-vmm")
+        let b = try swiftvisor(["--config", bad.path])
         XCTAssertEqual(b.status, 64, b.stderr)
         XCTAssertTrue(b.stderr.contains("invalid --cpus"), b.stderr)
     }
@@ -259,11 +272,33 @@ extension CLITests {
 }
 
 extension CLITests {
+    /// `run --trace` is not the fast path's: swiftvisor-cli describes the VM and execs
+    /// the VMM, which it must find.
     func testMissingVMMExecutableIsOneLine() throws {
-        let r = try CLITests.launch(["run"], environment: ["SWIFTVISOR_VMM": "/nonexistent/swiftvisor-vmm"])
+        let r = try CLITests.launch(["run", "--trace", NSTemporaryDirectory() + "/never-written.trace"], environment: ["SWIFTVISOR_VMM": "/nonexistent/swiftvisor"])
         XCTAssertEqual(r.status, ProcessExitCode.vmmFailure)
         XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
         XCTAssertTrue(r.stderr.contains("set SWIFTVISOR_VMM"), r.stderr)
+    }
+
+    /// Every verb but a fast-path `run` is swiftvisor-cli's; without it, one line.
+    func testMissingCLIExecutableIsOneLine() throws {
+        for args in [["list"], ["--help"], ["run", "--bogus"]] {
+            let r = try CLITests.launch(args, environment: ["SWIFTVISOR_CLI": "/nonexistent/swiftvisor-cli"])
+            XCTAssertEqual(r.status, ProcessExitCode.vmmFailure, "\(args)")
+            XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
+            XCTAssertTrue(r.stderr.contains("set SWIFTVISOR_CLI"), r.stderr)
+        }
+    }
+
+    /// The fast path runs the VM in the process the user started: no second program
+    /// (neither swiftvisor-cli nor another VMM) is started on the way.
+    func testFastPathRunsInTheProcessUsersStart() throws {
+        try KVMTestHost.skipUnlessUsable()
+        let r = try CLITests.launch(["run", "--stats", "--memory", "16M"],
+                                    environment: ["SWIFTVISOR_CLI": "/nonexistent/swiftvisor-cli", "SWIFTVISOR_VMM": "/nonexistent/swiftvisor"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("checksum 0x" + String(DemoGuest.expectedChecksum, radix: 16) + " ok"), r.stdout)
     }
 }
 

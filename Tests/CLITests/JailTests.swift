@@ -86,7 +86,7 @@ final class JailTests: XCTestCase {
         // The lifecycle verbs work as without the jail; the supervisor ends with it.
         XCTAssertEqual(try api("jailed", "GET", "/vm").body["state"]?.string, "running")
         let supervisor = try XCTUnwrap(s["PPid"])
-        XCTAssertTrue(try String(contentsOfFile: "/proc/\(supervisor)/cmdline", encoding: .utf8).contains("swiftvisor-vmm"))
+        XCTAssertTrue(try String(contentsOfFile: "/proc/\(supervisor)/cmdline", encoding: .utf8).contains("swiftvisor\0--config"))
         XCTAssertEqual(try sv(["stop", "jailed"]).status, 0)
         var supervisorGone = false
         for _ in 0..<100 where !supervisorGone {

@@ -8,7 +8,7 @@ import XCTest
 /// naming it, each thread kind has its own list, and a running VM is filtered.
 final class SeccompTests: XCTestCase {
     func check(_ kind: String, _ call: String, _ mode: String? = nil) throws -> CLITests.Outcome {
-        try CLITests.launch(["--seccomp-check", kind, call] + (mode.map { [$0] } ?? []), executable: "swiftvisor-vmm")
+        try CLITests.launch(["--seccomp-check", kind, call] + (mode.map { [$0] } ?? []))
     }
 
     func testAVCPUThreadCannotOpenAFileAndTheReportNamesTheCall() throws {

@@ -1,4 +1,5 @@
 import Boot
+import GuestMemory
 @testable import Control
 import VMM
 import XCTest
@@ -19,6 +20,7 @@ final class VMDescriptionTests: XCTestCase {
         let full = try parse("""
             {"name": "web", "memory": "256M", "cpus": 2, "testDevices": true, "pit": false, "hostQuirks": true,
              "pvh": true, "symbols": "/boot/System.map", "timeout": 2.5, "onReboot": "restart", "kvmDevice": "/dev/kvm",
+             "hugePages": true, "mergeable": true,
              "boot": {"kernel": "vmlinux", "cmdline": "-pause_filter_test", "initrd": "initrd.cpio"}}
             """)
         XCTAssertEqual(full.name, "web")
@@ -27,6 +29,7 @@ final class VMDescriptionTests: XCTestCase {
         XCTAssertEqual(full.config.boot, .kernel(path: "vmlinux", commandLine: "-pause_filter_test", initrd: "initrd.cpio"))
         XCTAssertTrue(full.config.testDevices && full.config.hostQuirks && full.config.pvh)
         XCTAssertFalse(full.config.pit)
+        XCTAssertEqual(full.config.memoryOptions, .init(hugePages: true, mergeable: true))
         XCTAssertEqual(full.config.symbolFile, "/boot/System.map")
         XCTAssertEqual(full.timeoutSeconds, 2.5)
         XCTAssertEqual(full.timeoutNanoseconds, 2_500_000_000)
@@ -38,7 +41,7 @@ final class VMDescriptionTests: XCTestCase {
     }
 
     func testErrorsNameTheFieldByItsPath() {
-        XCTAssertEqual(error(#"{"memroy": "64M"}"#), "unknown field \"memroy\" (known: name, memory, cpus, boot, testDevices, pit, hostQuirks, pvh, symbols, timeout, onReboot, kvmDevice, disks, rng, rngLimit, virtioConsole, virtioTransport, seccomp, jail, profile, trace)")
+        XCTAssertEqual(error(#"{"memroy": "64M"}"#), "unknown field \"memroy\" (known: name, memory, cpus, boot, testDevices, pit, hostQuirks, pvh, symbols, timeout, onReboot, kvmDevice, disks, rng, rngLimit, virtioConsole, virtioTransport, seccomp, jail, profile, trace, hugePages, mergeable)")
         XCTAssertTrue(error(#"{"boot": {"image": "a", "colour": 1}}"#).hasPrefix("unknown field \"boot.colour\""))
         XCTAssertEqual(error(#"{"cpus": "two"}"#), "\"cpus\": must be a whole number")
         XCTAssertEqual(error(#"{"cpus": 1e30}"#), "\"cpus\": must be a whole number from \(Int.min) to \(Int.max)", "never a trap on a huge number")

@@ -70,6 +70,18 @@ final class GuestMemoryTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(m.residentBytes, 4 << 20)
     }
 
+    /// residentBytes asks 256 MiB at a time: pages in every window, and in a last
+    /// window shorter than the others, are all counted, and only they.
+    func testResidentBytesCountsAcrossWindows() throws {
+        let m = try GuestMemory(ranges: [(0, 600 << 20)])
+        XCTAssertEqual(m.residentBytes, 0)
+        for address: UInt64 in [0, (256 << 20) - 1, 300 << 20, (600 << 20) - 1] { try m.write(UInt8(1), at: GuestAddress(address)) }
+        // Four pages, or four huge pages where transparent huge pages back them.
+        XCTAssertGreaterThanOrEqual(m.residentBytes, 4 * 4096)
+        XCTAssertLessThanOrEqual(m.residentBytes, 4 * (2 << 20))
+        if m.residentBytes < 2 << 20 { XCTAssertEqual(m.residentBytes, 4 * 4096) }
+    }
+
     func testWithBytesLendsExactlyTheRange() throws {
         let m = try GuestMemory(ranges: [(0, 0x1000)])
         try m.withMutableBytes(at: GuestAddress(0x800), count: 4) { $0.copyBytes(from: [1, 2, 3, 4]) }

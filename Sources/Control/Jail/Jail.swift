@@ -70,7 +70,7 @@ public enum Jail {
             Cgroup.remove(cgroup)
             throw Failure("pipe: \(String(cString: strerror(-piped)))")
         }
-        let argv = [CommandLine.arguments.first ?? "swiftvisor-vmm"] + arguments(pipeFDs[0])
+        let argv = [CommandLine.arguments.first ?? "swiftvisor"] + arguments(pipeFDs[0])
         var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) }
         cArgs.append(nil)
         let r = clinux_unshare(CLINUX_CLONE_NEWPID)

@@ -63,7 +63,7 @@ public enum Seccomp {
         if mode == .log { program[program.count - 1].k = retLog }
         let r = program.withUnsafeMutableBufferPointer { clinux_seccomp_install($0.baseAddress, UInt16($0.count)) }
         guard r == 0 else {
-            let message = "swiftvisor-vmm: seccomp: cannot filter the \(kind.name) thread: \(String(cString: strerror(-r)))\n"
+            let message = "swiftvisor: seccomp: cannot filter the \(kind.name) thread: \(String(cString: strerror(-r)))\n"
             _ = message.withCString { Glibc.write(2, $0, strlen($0)) }
             if mode == .kill { _exit(exitCodeValue.load(ordering: .acquiring)) }
             return
@@ -107,7 +107,7 @@ public enum Seccomp {
     private static let refused: @convention(c) (Int32, UnsafeMutablePointer<siginfo_t>?, UnsafeMutableRawPointer?) -> Void = { _, info, _ in
         let number = info.map { Int(clinux_siginfo_syscall($0)) } ?? -1
         let kind = ThreadKind(rawValue: clinux_thread_kind())?.name ?? "unnamed"
-        let message = "swiftvisor-vmm: seccomp: the \(kind) thread made the system call \(Seccomp.name(number)) (\(number)), "
+        let message = "swiftvisor: seccomp: the \(kind) thread made the system call \(Seccomp.name(number)) (\(number)), "
             + "which its filter does not allow; stopping the VMM (--seccomp log lets it through and has the kernel log it)\n"
         _ = message.withCString { Glibc.write(2, $0, strlen($0)) }
         _exit(exitCodeValue.load(ordering: .acquiring))

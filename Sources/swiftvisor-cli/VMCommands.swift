@@ -81,7 +81,7 @@ func waitForExit(_ name: String, _ options: StateOptions, timeoutSeconds: Double
 }
 
 struct ListCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "ls", abstract: "List named VMs and their states.")
+    static let configuration = CommandConfiguration(commandName: "ls", abstract: "List named VMs and their states.", aliases: ["list"])
     @OptionGroup var state: StateOptions
 
     func run() throws {

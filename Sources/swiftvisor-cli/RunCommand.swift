@@ -103,7 +103,7 @@ struct RunCommand: ParsableCommand {
         let json = s.json
         var d = try describe(s)
         guard create || s.detach || d.name != nil else {
-            // The VM itself runs in swiftvisor-vmm, which replaces this process: it keeps
+            // The VM itself runs in the VMM process (`swiftvisor --config-fd`), which replaces this process: it keeps
             // our pid, terminal and signals, and its exit status is ours.
             try VMMProcess.exec(VMMLaunch(vm: d, stats: s.stats, json: json, verbose: s.verbose))
         }
@@ -127,7 +127,7 @@ struct RunCommand: ParsableCommand {
 
         try verb(json) {
             let pid: pid_t
-            do { pid = try VMMLauncher.spawnDetached(executable: VMMProcess.path(), arguments: arguments, logPath: directory.path(vmName, "vmm.log")) }
+            do { pid = try VMMLauncher.spawnDetached(executable: Companion.vmm.path, arguments: arguments, logPath: directory.path(vmName, "vmm.log")) }
             catch { throw CLIFailure(message: "\(error)", code: ProcessExitCode.vmmFailure) }
             // Return once its API answers, or it has already ended.
             for _ in 0..<400 {
@@ -171,17 +171,6 @@ struct RunCommand: ParsableCommand {
     /// `vm-` and six hex digits: short enough to type, unlikely to clash.
     static func generatedName() -> String {
         "vm-" + String(UInt32.random(in: 0x10_0000...0xFF_FFFF), radix: 16)
-    }
-
-    /// The VM description of `swiftvisor run ARGS` when the option table alone can
-    /// read `ARGS` (no help, no named VM, no kernel to prepare) and it is valid; nil
-    /// whenever ArgumentParser should handle them.
-    static func fastPath(_ arguments: [String]) -> VMMLaunch? {
-        guard arguments.first == "run",
-              let s = try? RunFlags.parse(Array(arguments.dropFirst()), fastPathOnly: true), s.positionals.isEmpty,
-              let d = try? s.description(base: VMDescription(), prepareKernel: { _ throws(RunFlags.Failure) in throw RunFlags.Failure("no kernel here") },
-                                         quirksHere: { false }) else { return nil }
-        return VMMLaunch(vm: d, stats: s.stats, json: s.json)
     }
 }
 
@@ -268,6 +257,12 @@ struct VMFlags: ParsableArguments {
 
     @Flag(name: .long, help: "Leave out the i8254 timer (PIT) that kernels otherwise get.")
     var noPit = false
+
+    @Flag(name: .long, help: "Back guest RAM with the host's reserved 2 MiB huge pages (/proc/sys/vm/nr_hugepages); without enough of them, ordinary pages that transparent huge pages may merge, with a warning.")
+    var hugepages = false
+
+    @Flag(name: .long, help: "Let the kernel's KSM merge identical guest pages across VMs (less memory for many VMs of one image; costs ksmd's scanning and opens a timing side channel between them).")
+    var mergeable = false
 
     @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Stop a guest still running after this many seconds (exit code 124).", valueName: "seconds"))
     var timeout: Double?

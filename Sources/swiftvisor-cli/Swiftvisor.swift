@@ -3,7 +3,11 @@ import Control
 import Glibc
 import VMM
 
-/// The `swiftvisor` command: runs virtual machines on KVM.
+/// The `swiftvisor` command: runs virtual machines on KVM. Users type `swiftvisor`,
+/// the small executable every VM runs in; it runs a `run` command line the option
+/// table (`RunFlags`) reads alone itself, and execs this program, `swiftvisor-cli`,
+/// with the same words for everything else: help, errors, named VMs, kernels and the
+/// other verbs (README "Two executables").
 @main
 struct Swiftvisor: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -26,18 +30,4 @@ struct Swiftvisor: ParsableCommand {
                       ResumeCommand.self, StopCommand.self, KillCommand.self, WaitCommand.self, LogsCommand.self,
                       ConsoleCommand.self, RemoveCommand.self, TraceCommand.self, TopCommand.self]
     )
-
-    /// Starting ArgumentParser (and the FoundationEssentials it brings) costs a few
-    /// milliseconds, a large part of a VM's start-up budget. A `run` command line that
-    /// the option table (`RunFlags`) reads and validates alone is handed straight to
-    /// swiftvisor-vmm; everything else (help, named VMs, kernels, any error) goes
-    /// through ArgumentParser, so users see the same options, help and messages.
-    static func main() {
-        let arguments = Array(CommandLine.arguments.dropFirst())
-        if let launch = RunCommand.fastPath(arguments) {
-            // exec only returns on failure, which it has already reported.
-            do { try VMMProcess.exec(launch) } catch { Glibc.exit(ProcessExitCode.vmmFailure) }
-        }
-        main(arguments)
-    }
 }

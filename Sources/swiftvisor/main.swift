@@ -1,18 +1,22 @@
-// swiftvisor-vmm: the process that runs one virtual machine for its whole life.
+// swiftvisor: the command users type, and the process that runs one virtual machine
+// for its whole life.
 //
-// The `swiftvisor` command builds the VM's JSON description (from flags, a config
-// file or both) and execs (or, for a named VM, spawns) this program with it:
+//     swiftvisor run [OPTIONS]          a VM the option table (RunFlags) describes alone:
+//                                       run here, in this process (the fast path)
+//     swiftvisor --config FILE | --config-fd N
+//                                       a VM described by a launch document (README
+//                                       "Config files"), which swiftvisor-cli wrote
+//     swiftvisor ANYTHING ELSE          exec swiftvisor-cli (ArgumentParser) with it
 //
-//     swiftvisor-vmm --config FILE | --config-fd N
-//
-// The document is a `VMMLaunch` (README "Config files"). This process links no
-// argument parser and no Foundation, so what stays resident while a guest runs is
-// the VMM library and the Swift runtime (README "Two executables"). One event loop
+// This program links no argument parser and no Foundation, so the tiny VMs users start
+// by the thousand cost one small process, and what stays resident while a guest runs
+// is the VMM library and the Swift runtime (README "Two executables"). One event loop
 // waits on signals, the machine's stop, console input and the API.
 import CLinux
 import Control
 import Devices
 import Glibc
+import GuestMemory
 import Synchronization
 import VMM
 
@@ -30,8 +34,14 @@ struct Registration {
     func record(_ text: String, _ file: String) { try? state.write(text, to: name, file) }
 }
 
+/// The launch this command line asks for; for anything but a fast-path `run` or a
+/// launch document, this process becomes `swiftvisor-cli`.
 func readLaunch(_ arguments: [String]) -> VMMLaunch {
-    let usage = "usage: swiftvisor-vmm --config FILE | --config-fd N (a VM description from the swiftvisor command)"
+    if arguments.first != "--config" && arguments.first != "--config-fd" {
+        if let launch = RunFlags.fastPathLaunch(arguments) { return launch }
+        fail(Companion.cli.exec(arguments), code: ProcessExitCode.vmmFailure, json: arguments.contains("--json"))
+    }
+    let usage = "usage: swiftvisor --config FILE | --config-fd N (a VM description from swiftvisor-cli)"
     guard arguments.count == 2 else { fail(usage, code: ProcessExitCode.usage, json: false) }
     do {
         switch arguments[0] {
@@ -83,7 +93,14 @@ final class Session: @unchecked Sendable {
             return .failure(.init(message: error.description, status: code == ProcessExitCode.vmmFailure ? 503 : 400, exitCode: code))
         }
         lastMachine = machine
+        if d.config.memoryOptions.hugePages && !machine.memory.hugeTLB {
+            let size = d.config.memorySize, pages = (size + MemoryRegion.hugePageSize - 1) / MemoryRegion.hugePageSize
+            let why = size % MemoryRegion.hugePageSize != 0 ? "\(size >> 10) KiB of guest RAM is not a multiple of 2 MiB"
+                : "the host has fewer than \(pages) free 2 MiB huge pages"
+            StandardStream.error("swiftvisor: warning: --hugepages: \(why); guest RAM uses ordinary pages (transparent huge pages where the kernel gives them). Reserve them with: echo \(pages) | sudo tee /proc/sys/vm/nr_hugepages\n")
+        }
         if launch.verbose {
+            if let note = machine.bootNote { StandardStream.error("swiftvisor: boot: " + note + "\n") }
             for e in machine.devices.entries { StandardStream.error("swiftvisor: device " + VMAPI.deviceLine(e) + "\n") }
         }
         machine.start(on: loop, timeLimit: d.timeoutNanoseconds)
@@ -109,12 +126,12 @@ final class Session: @unchecked Sendable {
     }
 }
 
-/// `swiftvisor-vmm --seccomp-check KIND CALL [MODE]`: makes system call CALL (no
+/// `swiftvisor --seccomp-check KIND CALL [MODE]`: makes system call CALL (no
 /// arguments) on a thread of KIND (main, vcpu, block-worker, stdin-reader) under that
 /// kind's filter in MODE (default kill), and says whether it was let through. How the
 /// tests (and a curious user) see a filter refuse a call; it boots nothing.
 func seccompCheck(_ arguments: [String]) -> Never {
-    let usage = "usage: swiftvisor-vmm --seccomp-check main|vcpu|block-worker|stdin-reader CALL [kill|log|off]"
+    let usage = "usage: swiftvisor --seccomp-check main|vcpu|block-worker|stdin-reader CALL [kill|log|off]"
     let kinds: [String: ThreadKind] = ["main": .main, "vcpu": .vcpu, "block-worker": .blockWorker, "stdin-reader": .stdinReader]
     guard arguments.count == 2 || arguments.count == 3, let kind = kinds[arguments[0]],
           let number = Seccomp.number(arguments[1]) else { fail(usage, code: ProcessExitCode.usage, json: false) }
@@ -271,8 +288,11 @@ func main() -> Never {
         close(profileFD)
         StandardStream.error(profile.table(symbols: symbols) + "  folded stacks in \(machine.config.profile?.path ?? "")\n")
     }
+    // The full report only where it is shown or kept: a tiny VM that just ran needs
+    // neither /proc/self/status read nor its summary rendered.
+    let wholeReport = json || registration != nil || launch.stats || (launch.vm.config.boot == .demo && !launch.detached)
     let report = RunReport(result: result, config: machine.config, portName: { machine.portName($0) },
-                           vmmResident: ProcessMemory.resident())
+                           vmmResident: wholeReport ? ProcessMemory.resident() : nil)
     registration?.record(report.json.rendered + "\n", "result.json")
 
     if json {
