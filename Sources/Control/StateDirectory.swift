@@ -121,6 +121,6 @@ public struct StateDirectory: Sendable {
         guard n > 0 else { return false }
         let words = buffer.prefix(n).split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
         guard let program = words.first?.split(separator: "/").last, program.hasPrefix("swiftvisor") else { return false }
-        return words.dropFirst().contains { $0 == "--config" || $0 == "--config-fd" || $0 == "--jailed" }
+        return ["--config", "--config-fd", "--jailed"].contains(words.dropFirst().first ?? "")
     }
 }

@@ -175,12 +175,6 @@ func jail(_ settings: JailSettings, launch: VMMLaunch, registration: Registratio
 }
 
 func main() -> Never {
-    // SIGINT, SIGTERM and SIGHUP stop the VM cleanly through a signalfd on the loop;
-    // they are held for the whole process, so one that arrives between two machines (a
-    // reboot) is not fatal but stops the next.
-    var stopSignals = EventLoop.stopSignals
-    pthread_sigmask(SIG_BLOCK, &stopSignals, nil)
-
     var arguments = Array(CommandLine.arguments.dropFirst())
     if arguments.first == "--seccomp-check" { seccompCheck(Array(arguments.dropFirst())) }
     // `--jailed FD`: this process is the jailed VMM a supervisor started (Jail.start).
@@ -189,7 +183,14 @@ func main() -> Never {
         syncFD = Int32(arguments[1])
         arguments.removeFirst(2)
     }
+    // Only now that this process is a VMM (not about to become swiftvisor-cli, which
+    // would inherit a blocked mask and ignore Ctrl-C): SIGINT, SIGTERM and SIGHUP stop
+    // the VM cleanly through a signalfd on the loop; they are held for the whole
+    // process, so one that arrives between two machines (a reboot) is not fatal but
+    // stops the next.
     let launch = readLaunch(arguments)
+    var stopSignals = EventLoop.stopSignals
+    pthread_sigmask(SIG_BLOCK, &stopSignals, nil)
     let json = launch.json
     // The filters' mode, before any thread starts; each thread installs its own.
     do { try Seccomp.configure(launch.vm.seccomp, exitCode: ProcessExitCode.vmmFailure) } catch {

@@ -84,6 +84,20 @@ final class LifecycleTests: XCTestCase {
         XCTAssertEqual(try sv(["inspect", "web"]).status, 67)
     }
 
+    /// A verb the small `swiftvisor` hands to swiftvisor-cli still dies on Ctrl-C: the
+    /// hand-off must not pass on the VMM's blocked stop signals.
+    func testCtrlCStopsAHandedOnVerb() throws {
+        let image = TemporaryFile(bytes: Self.looping)
+        XCTAssertEqual(try sv(["run", "--detach", "--name", "ctrlc", "--image", image.path]).status, 0)
+        // Should SIGINT be ignored, the VM is killed after 5 s so that `wait` ends anyway.
+        let stateDir = self.stateDir
+        let killer = Thread { sleep(5); _ = try? LifecycleTests.sv(["kill", "ctrlc"], stateDir: stateDir) }
+        killer.start()
+        let r = try CLITests.launch(["wait", "ctrlc"], environment: ["SWIFTVISOR_STATE_DIR": stateDir], signalAfter: 0.5)
+        XCTAssertEqual(r.status, SIGINT, "ended by the SIGINT, not by the VM's end (137): \(r.stderr)")
+        _ = try sv(["kill", "ctrlc"])
+    }
+
     func testWaitReturnsTheGuestsExitCodeAndLogsHoldItsOutput() throws {
         var code: [UInt8] = [0x66, 0xBA, 0xF8, 0x03]          // mov dx, 0x3f8
         for c in "hello\n".utf8 { code += [0xB0, c, 0xEE] }    // mov al, c; out dx, al
