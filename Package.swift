@@ -69,7 +69,7 @@ let package = Package(
         // The commands as ArgumentParser types: help, errors and every verb; it validates,
         // then execs swiftvisor to run a VM.
         .executableTarget(name: "swiftvisor-cli", dependencies: [
-            "VMM", "KVM", "Control", "KernelImage", "HostCheck",
+            "VMM", "KVM", "Control", "KernelImage", "HostCheck", "Devices", "CLinux",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Helpers shared by the test targets (KVM availability, temporary files).

@@ -52,6 +52,19 @@ static inline int clinux_memfd_create(const char *name, unsigned int flags) {
     return (int)syscall(SYS_memfd_create, name, flags);
 }
 
+/// pidfd_open(2): an fd that polls readable when process `pid` ends, so `swiftvisor
+/// wait` wakes when a VMM that is not its child exits instead of polling its pid.
+/// The fd, or -errno (ENOSYS before Linux 5.3, ESRCH if it is already gone).
+static inline int clinux_pidfd_open(int pid) {
+#ifdef SYS_pidfd_open
+    long r = syscall(SYS_pidfd_open, pid, 0);
+    return r >= 0 ? (int)r : -errno;
+#else
+    (void)pid;
+    return -ENOSYS;
+#endif
+}
+
 /// Seccomp (per-thread system-call filters, as Firecracker installs them): the filter
 /// program's types and constants, and the calls Swift cannot make itself (prctl and
 /// syscall are variadic; siginfo's si_syscall sits inside a union).

@@ -130,7 +130,7 @@ struct RunCommand: ParsableCommand {
             do { pid = try VMMLauncher.spawnDetached(executable: Companion.vmm.path, arguments: arguments, logPath: directory.path(vmName, "vmm.log")) }
             catch { throw CLIFailure(message: "\(error)", code: ProcessExitCode.vmmFailure) }
             // Return once its API answers, or it has already ended.
-            for _ in 0..<400 {
+            for attempt in 0..<500 {
                 var status: Int32 = 0
                 if waitpid(pid, &status, WNOHANG) == pid {
                     let st = try? VMStatus.read(vmName, in: directory)
@@ -140,7 +140,8 @@ struct RunCommand: ParsableCommand {
                     break // it ran and already finished: still a success to start it
                 }
                 if let st = try? VMStatus.read(vmName, in: directory), st.live != nil { break }
-                usleep(25_000)
+                // A VMM answers within a few milliseconds: look again soon, then less often.
+                usleep(UInt32(min(1_000 << min(attempt, 5), 25_000)))
             }
             StandardStream.output(vmName + "\n")
         }

@@ -1,5 +1,7 @@
 import ArgumentParser
+import CLinux
 import Control
+import Devices
 import Glibc
 import VMM
 
@@ -70,12 +72,31 @@ func call(_ name: String, _ options: StateOptions, _ method: String, _ path: Str
     return r.body
 }
 
-/// Waits until the VMM is gone; false on time-out.
+/// Waits until the VMM is gone; false on time-out. On its pidfd where the kernel has
+/// them (the exit wakes it at once), polling its pid every 50 ms where not or while the
+/// VMM is still starting (no pid yet).
 func waitForExit(_ name: String, _ options: StateOptions, timeoutSeconds: Double?) -> Bool {
-    let deadline = timeoutSeconds.map { Double(time(nil)) + $0 }
+    let deadline: UInt64? = timeoutSeconds.map { seconds in
+        let bounded: Double = max(0, min(seconds, 1e9))
+        return monotonicNanoseconds() &+ UInt64(bounded * 1e9)
+    }
     while true {
         guard VMStatus.isProcessAlive(name, in: options.directory) else { return true }
-        if let deadline, Double(time(nil)) >= deadline { return false }
+        let now = monotonicNanoseconds()
+        if let deadline, now >= deadline { return false }
+        if let pid = options.directory.pid(name) {
+            let fd = clinux_pidfd_open(pid)
+            if fd >= 0 {
+                defer { close(fd) }
+                // The pid may have been recycled between the check and the open.
+                guard StateDirectory.isVMM(pid) else { return true }
+                var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                var wait: Int32 = 60_000
+                if let deadline { wait = Int32(min((deadline - now) / 1_000_000 + 1, 60_000)) }
+                _ = poll(&p, 1, wait)
+                continue
+            }
+        }
         usleep(50_000)
     }
 }
