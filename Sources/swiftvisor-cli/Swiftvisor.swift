@@ -1,7 +1,4 @@
 import ArgumentParser
-import Control
-import Glibc
-import VMM
 
 /// The `swiftvisor` command: runs virtual machines on KVM. Users type `swiftvisor`,
 /// the small executable every VM runs in; it runs a `run` command line the option
