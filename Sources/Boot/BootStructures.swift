@@ -21,6 +21,8 @@ public struct BootStructures: Equatable, Sendable {
     public var pml4: UInt64 { base + BootLayout.pml4 }
     public var pdpt: UInt64 { base + BootLayout.pdpt }
     public var pageDirectories: UInt64 { base + BootLayout.pageDirectories }
+    /// The identity map: PML4, PDPT and the four page directories, to the block's end.
+    public var pageTables: Range<UInt64> { pml4..<(base + BootStructures.size) }
     /// The part of the block a guest must not overlap: from the GDT to the end.
     public var used: Range<UInt64> { gdt..<(base + BootStructures.size) }
 }

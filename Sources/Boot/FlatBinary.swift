@@ -55,15 +55,29 @@ public struct FlatBinary: Sendable {
         return BootStructures(base: base)
     }
 
-    /// For `run --verbose`: where the image and what the VMM built for it went.
-    public func placement(_ state: InitialCPUState) -> String {
-        let hex = { (v: UInt64) in "0x" + String(v, radix: 16) }
-        var line = "flat binary at \(hex(loadAddress))-\(hex(loadAddress + UInt64(bytes.count) - 1)), \(mode.rawValue) mode, entry \(hex(entry))"
-        switch mode {
-        case .real: line += "; stack just below the entry (SS:SP \(hex(UInt64(state.code.selector))):\(hex(state.rsp)))"
-        case .protected: line += "; boot GDT at \(hex(state.gdtBase)), stack top \(hex(state.rsp))"
-        case .long: line += "; boot GDT at \(hex(state.gdtBase)), page tables at \(hex(state.cr3))-\(hex(state.cr3 + 0x6000 - 1)), stack top \(hex(state.rsp))"
+    /// Where the image and what the VMM built for it went, for `run --verbose`: a few
+    /// numbers kept with the machine, put into words only when they are shown.
+    public struct Placement: Sendable, CustomStringConvertible {
+        public let image: Range<UInt64>
+        public let mode: CPUMode
+        public let entry: UInt64
+        public let state: InitialCPUState
+
+        public var description: String {
+            let hex = { (v: UInt64) in "0x" + String(v, radix: 16) }
+            var line = "flat binary at \(hex(image.lowerBound))-\(hex(image.upperBound - 1)), \(mode.rawValue) mode, entry \(hex(entry))"
+            switch mode {
+            case .real: line += "; stack just below the entry (SS:SP \(hex(UInt64(state.code.selector))):\(hex(state.rsp)))"
+            case .protected: line += "; boot GDT at \(hex(state.gdtBase)), stack top \(hex(state.rsp))"
+            case .long:
+                let tables = BootStructures(base: state.cr3 - BootLayout.pml4).pageTables
+                line += "; boot GDT at \(hex(state.gdtBase)), page tables at \(hex(tables.lowerBound))-\(hex(tables.upperBound - 1)), stack top \(hex(state.rsp))"
+            }
+            return line
         }
-        return line
+    }
+
+    public func placement(_ state: InitialCPUState) -> Placement {
+        Placement(image: loadAddress..<(loadAddress + UInt64(bytes.count)), mode: mode, entry: entry, state: state)
     }
 }

@@ -16,8 +16,8 @@ public enum ProcessMemory {
     }
 
     /// The "NAME:   1234 kB" line's value in bytes; nil if absent or out of range. Bytes,
-    /// not Characters: this runs at the end of every VM, and grapheme breaking a 1.5 KiB
-    /// file costs more than the rest of the report.
+    /// not Characters: this runs at the end of every VM whose report is shown, and
+    /// grapheme breaking a 1.5 KiB file cost more than the rest of the report.
     static func field(_ status: String, _ name: String) -> UInt64? {
         let text = Array(status.utf8), key = Array(name.utf8)
         var lineStart = 0

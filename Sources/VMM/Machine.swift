@@ -29,7 +29,7 @@ public final class Machine: Sendable {
     /// The virtio devices, whose queue notifications the event loop serves.
     let virtio: [VirtioEndpoint]
     /// Where a flat binary and the structures built for it went (`run --verbose`).
-    public let bootNote: String?
+    public let placement: FlatBinary.Placement?
     private let startedAt = Atomic<UInt64>(0)
     /// In ACPI S3: vCPUs parked, memory kept, until a wake event.
     private let suspended = Atomic<Bool>(false)
@@ -40,9 +40,9 @@ public final class Machine: Sendable {
 
     init(config: MachineConfig, memory: GuestMemory, devices: DeviceManager, kvm: KVMSystem, vm: VMFileDescriptor,
          vcpus: [VCPU], stopSwitch: StopSwitch, buildStarted: UInt64, virtio: [VirtioEndpoint] = [], tracer: ExitTracer? = nil,
-         bootNote: String? = nil) {
+         placement: FlatBinary.Placement? = nil) {
         self.virtio = virtio
-        self.bootNote = bootNote
+        self.placement = placement
         self.tracer = tracer
         self.config = config
         self.memory = memory

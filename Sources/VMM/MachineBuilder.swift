@@ -57,8 +57,8 @@ extension Machine {
 
         // The guest goes in last: a Linux kernel is told where the virtio devices are.
         let state = try guest.load(into: memory, config: config, virtio: virtio)
-        var bootNote: String? = nil
-        if case let .flat(image) = guest { bootNote = image.placement(state) }
+        var placement: FlatBinary.Placement? = nil
+        if case let .flat(image) = guest { placement = image.placement(state) }
 
         var vcpus: [VCPU] = []
         do {
@@ -83,7 +83,7 @@ extension Machine {
         }
 
         return Machine(config: config, memory: memory, devices: devices, kvm: kvm, vm: vm,
-                       vcpus: vcpus, stopSwitch: stopSwitch, buildStarted: started, virtio: virtio, tracer: tracer, bootNote: bootNote)
+                       vcpus: vcpus, stopSwitch: stopSwitch, buildStarted: started, virtio: virtio, tracer: tracer, placement: placement)
     }
 
     /// The virtio devices (disks in command-line order, then the entropy device) on the

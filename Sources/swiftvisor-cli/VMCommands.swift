@@ -81,23 +81,28 @@ func waitForExit(_ name: String, _ options: StateOptions, timeoutSeconds: Double
         return monotonicNanoseconds() &+ UInt64(bounded * 1e9)
     }
     while true {
-        guard VMStatus.isProcessAlive(name, in: options.directory) else { return true }
+        guard let pid = options.directory.pid(name) else {
+            // No pid yet: still starting (registered moments ago), or it never will.
+            guard VMStatus.isProcessAlive(name, in: options.directory) else { return true }
+            if let deadline, monotonicNanoseconds() >= deadline { return false }
+            usleep(50_000)
+            continue
+        }
+        // Opened before the check, so that the pid checked is the pid watched (a pidfd
+        // pins its process; without one the check is as good as it gets).
+        let fd = clinux_pidfd_open(pid)
+        defer { if fd >= 0 { close(fd) } }
+        guard StateDirectory.isVMM(pid) else { return true }
         let now = monotonicNanoseconds()
         if let deadline, now >= deadline { return false }
-        if let pid = options.directory.pid(name) {
-            let fd = clinux_pidfd_open(pid)
-            if fd >= 0 {
-                defer { close(fd) }
-                // The pid may have been recycled between the check and the open.
-                guard StateDirectory.isVMM(pid) else { return true }
-                var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-                var wait: Int32 = 60_000
-                if let deadline { wait = Int32(min((deadline - now) / 1_000_000 + 1, 60_000)) }
-                _ = poll(&p, 1, wait)
-                continue
-            }
+        guard fd >= 0 else {
+            usleep(50_000)
+            continue
         }
-        usleep(50_000)
+        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        var wait: Int32 = 60_000
+        if let deadline { wait = Int32(min((deadline - now) / 1_000_000 + 1, 60_000)) }
+        _ = poll(&p, 1, wait)
     }
 }
 

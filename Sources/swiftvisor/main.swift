@@ -100,7 +100,7 @@ final class Session: @unchecked Sendable {
             StandardStream.error("swiftvisor: warning: --hugepages: \(why); guest RAM uses ordinary pages (transparent huge pages where the kernel gives them). Reserve them with: echo \(pages) | sudo tee /proc/sys/vm/nr_hugepages\n")
         }
         if launch.verbose {
-            if let note = machine.bootNote { StandardStream.error("swiftvisor: boot: " + note + "\n") }
+            if let p = machine.placement { StandardStream.error("swiftvisor: boot: \(p)\n") }
             for e in machine.devices.entries { StandardStream.error("swiftvisor: device " + VMAPI.deviceLine(e) + "\n") }
         }
         machine.start(on: loop, timeLimit: d.timeoutNanoseconds)
@@ -291,14 +291,15 @@ func main() -> Never {
     }
     // The full report only where it is shown or kept: a tiny VM that just ran needs
     // neither /proc/self/status read nor its summary rendered.
-    let wholeReport = json || registration != nil || launch.stats || (launch.vm.config.boot == .demo && !launch.detached)
+    let summaryShown = launch.stats || (launch.vm.config.boot == .demo && !launch.detached)
+    let wholeReport = json || registration != nil || summaryShown
     let report = RunReport(result: result, config: machine.config, portName: { machine.portName($0) },
                            vmmResident: wholeReport ? ProcessMemory.resident() : nil)
     registration?.record(report.json.rendered + "\n", "result.json")
 
     if json {
         StandardStream.output(report.json.rendered + "\n")
-    } else if launch.stats || (launch.vm.config.boot == .demo && !launch.detached) {
+    } else if summaryShown {
         StandardStream.error(report.text)
     } else {
         switch result.reason {
