@@ -45,6 +45,9 @@ let package = Package(
         // scripts/bench --virtio-blk: the block device model driven as a guest driver would,
         // beside its I/O engine alone.
         .executableTarget(name: "swiftvisor-blk-bench", dependencies: ["Devices", "GuestMemory", "VMM", "Control", "CLinux"]),
+        // scripts/bench --virtio-net: the network and vsock device models driven as a guest
+        // driver would, beside the host's own TAP and Unix-socket figures.
+        .executableTarget(name: "swiftvisor-net-bench", dependencies: ["Devices", "GuestMemory", "VMM", "Control", "CLinux"]),
         // Fuzz targets (scripts/fuzz builds them with libFuzzer and -DFUZZING; otherwise
         // they replay the inputs they are given, such as their kept regressions).
         .target(name: "FuzzSupport", path: "Tests/Fuzz/Support"),

@@ -125,4 +125,86 @@ static inline int clinux_drop_all_capabilities(void) {
     struct __user_cap_data_struct data[2] = { { 0, 0, 0 }, { 0, 0, 0 } };
     return syscall(SYS_capset, &header, data) == 0 ? 0 : -errno;
 }
+/// TAP devices (virtio-net's host side): `struct ifreq` and the TUN ioctls, which Swift
+/// cannot reach without net/if.h (whose socket declarations clash with Glibc's module).
+/// The layout is the kernel's: a 16-byte name, then a union whose first member is the
+/// flags. Each returns 0 (or an fd) or -errno.
+#include <sys/ioctl.h>
+struct clinux_ifreq { char name[16]; short flags; char pad[22]; };
+static const int CLINUX_IFF_TAP = 0x0002, CLINUX_IFF_NO_PI = 0x1000, CLINUX_IFF_VNET_HDR = 0x4000, CLINUX_IFF_MULTI_QUEUE = 0x0100;
+static const unsigned CLINUX_TUN_F_CSUM = 0x01, CLINUX_TUN_F_TSO4 = 0x02, CLINUX_TUN_F_TSO6 = 0x04, CLINUX_TUN_F_TSO_ECN = 0x08, CLINUX_TUN_F_UFO = 0x10;
+/// TUNSETIFF on an open /dev/net/tun: attaches to (or creates) the interface `name`
+/// ("" lets the kernel pick); the name it got is copied to `actual` (16 bytes).
+static inline int clinux_tun_set_interface(int fd, const char *name, int flags, char actual[16]) {
+    struct clinux_ifreq r = { 0 };
+    for (int i = 0; i < 15 && name[i]; i++) r.name[i] = name[i];
+    r.flags = (short)flags;
+    if (ioctl(fd, 0x400454ca /* TUNSETIFF */, &r) != 0) return -errno;
+    for (int i = 0; i < 16; i++) actual[i] = r.name[i];
+    actual[15] = 0;
+    return 0;
+}
+static inline int clinux_tun_set_offload(int fd, unsigned flags) {
+    return ioctl(fd, 0x400454d0 /* TUNSETOFFLOAD */, (unsigned long)flags) == 0 ? 0 : -errno;
+}
+static inline int clinux_tun_set_header_size(int fd, int size) {
+    return ioctl(fd, 0x400454d8 /* TUNSETVNETHDRSZ */, &size) == 0 ? 0 : -errno;
+}
+/// Sets IFF_UP on interface `name` (a TAP the VMM created for `tap=auto`).
+static inline int clinux_interface_up(const char *name) {
+    int s = (int)syscall(SYS_socket, 2 /* AF_INET */, 2 /* SOCK_DGRAM */ | 02000000 /* SOCK_CLOEXEC */, 0);
+    if (s < 0) return -errno;
+    struct clinux_ifreq r = { 0 };
+    for (int i = 0; i < 15 && name[i]; i++) r.name[i] = name[i];
+    int result = 0;
+    if (ioctl(s, 0x8913 /* SIOCGIFFLAGS */, &r) != 0) result = -errno;
+    else { r.flags |= 1 /* IFF_UP */; if (ioctl(s, 0x8914 /* SIOCSIFFLAGS */, &r) != 0) result = -errno; }
+    close(s);
+    return result;
+}
+/// Unix stream sockets by path for virtio-vsock's host side (sockaddr_un's fixed-size
+/// path array is out of Swift's easy reach). Non-blocking and close-on-exec; the fd, or
+/// -errno (ENAMETOOLONG for a path longer than sun_path holds). Through syscall(2):
+/// declaring bind and connect here would clash with Glibc's declarations.
+struct clinux_sockaddr_un { unsigned short family; char path[108]; };
+static inline int clinux_unix_address(const char *path, struct clinux_sockaddr_un *a) {
+    a->family = 1 /* AF_UNIX */;
+    int i = 0;
+    for (; path[i]; i++) { if (i >= 107) return -36 /* ENAMETOOLONG */; a->path[i] = path[i]; }
+    a->path[i] = 0;
+    return 0;
+}
+static inline int clinux_unix_connect(const char *path) {
+    struct clinux_sockaddr_un a = { 0 };
+    int r = clinux_unix_address(path, &a);
+    if (r < 0) return r;
+    int fd = (int)syscall(SYS_socket, 1, 1 /* SOCK_STREAM */ | 04000 /* SOCK_NONBLOCK */ | 02000000 /* SOCK_CLOEXEC */, 0);
+    if (fd < 0) return -errno;
+    if (syscall(SYS_connect, fd, &a, sizeof a) != 0) { int e = errno; close(fd); return -e; }
+    return fd;
+}
+static inline int clinux_unix_listen(const char *path, int backlog) {
+    struct clinux_sockaddr_un a = { 0 };
+    int r = clinux_unix_address(path, &a);
+    if (r < 0) return r;
+    int fd = (int)syscall(SYS_socket, 1, 1 | 04000 | 02000000, 0);
+    if (fd < 0) return -errno;
+    if (syscall(SYS_bind, fd, &a, sizeof a) != 0 || syscall(SYS_listen, fd, backlog) != 0) { int e = errno; close(fd); return -e; }
+    return fd;
+}
+/// A raw packet socket on interface `name` (AF_PACKET, every protocol): the far side of a
+/// TAP for `scripts/bench --virtio-net`, which sends frames the TAP's reader receives and
+/// receives what it writes. The fd, or -errno.
+struct clinux_ifreq_index { char name[16]; int index; char pad[20]; };
+struct clinux_sockaddr_ll { unsigned short family; unsigned short protocol; int index; unsigned short type; unsigned char packet_type; unsigned char length; unsigned char address[8]; };
+static inline int clinux_packet_socket(const char *name) {
+    int fd = (int)syscall(SYS_socket, 17 /* AF_PACKET */, 3 /* SOCK_RAW */ | 02000000, 0x0300 /* htons(ETH_P_ALL) */);
+    if (fd < 0) return -errno;
+    struct clinux_ifreq_index r = { 0 };
+    for (int i = 0; i < 15 && name[i]; i++) r.name[i] = name[i];
+    if (ioctl(fd, 0x8933 /* SIOCGIFINDEX */, &r) != 0) { int e = errno; close(fd); return -e; }
+    struct clinux_sockaddr_ll a = { .family = 17, .protocol = 0x0300, .index = r.index };
+    if (syscall(SYS_bind, fd, &a, sizeof a) != 0) { int e = errno; close(fd); return -e; }
+    return fd;
+}
 #endif

@@ -104,6 +104,12 @@ public struct JailSettings: Equatable, Sendable, Decodable {
         for disk in c.disks { mounts.append(.init(path: disk.path, writable: !disk.readOnly)) }
         if let stateFolder { mounts.append(.init(path: stateFolder, writable: true)) }
         if let t = c.tracePath { mounts.append(.init(path: t, writable: true)) }
+        // The vsock's sockets (PATH, and PATH_P for each port the guest connects to)
+        // are made and reached in their folder.
+        if let v = c.vsock {
+            let folder = v.socketPath.contains("/") ? String(v.socketPath[..<(v.socketPath.lastIndex(of: "/") ?? v.socketPath.endIndex)]) : "."
+            mounts.append(.init(path: folder.isEmpty ? "/" : folder, writable: true))
+        }
         // One mount per path: a file named twice is writable if either use writes.
         var unique: [JailPlan.Mount] = []
         for m in mounts {
@@ -112,11 +118,16 @@ public struct JailSettings: Equatable, Sendable, Decodable {
         let memory = c.memorySize
         let (space, spaceOverflow) = memory.addingReportingOverflow(JailSettings.addressSpaceMargin)
         let (cgroupMemory, memoryOverflow) = memory.addingReportingOverflow(JailSettings.overhead)
-        return JailPlan(mounts: unique, workingDirectory: workingDirectory, networkNamespace: networkNamespace,
-                        openFiles: openFiles ?? 4096,
-                        addressSpace: addressSpace ?? (spaceOverflow ? UInt64.max : space),
-                        processes: processes ?? 512,
-                        cgroup: .init(name: cgroupName, memoryBytes: memoryLimit ?? (memoryOverflow ? UInt64.max : cgroupMemory),
-                                      cpus: cpuLimit ?? Double(c.vcpuCount + 1), tasks: processes ?? 512))
+        // A VM with network devices stays where its TAPs are (the namespace it was
+        // started in) unless told to join another; without, it gets an empty one.
+        let netns = networkNamespace ?? (c.nets.isEmpty ? nil : "/proc/self/ns/net")
+        var plan = JailPlan(mounts: unique, workingDirectory: workingDirectory, networkNamespace: netns,
+                            openFiles: openFiles ?? 4096,
+                            addressSpace: addressSpace ?? (spaceOverflow ? UInt64.max : space),
+                            processes: processes ?? 512,
+                            cgroup: .init(name: cgroupName, memoryBytes: memoryLimit ?? (memoryOverflow ? UInt64.max : cgroupMemory),
+                                          cpus: cpuLimit ?? Double(c.vcpuCount + 1), tasks: processes ?? 512))
+        plan.taps = c.nets.enumerated().map { $0.element.interfaceName(index: $0.offset, vm: c.name) }
+        return plan
     }
 }

@@ -47,6 +47,10 @@ public enum RunFlags {
         Flag(name: "--pvh", takesValue: false, fastPath: false) { s, _ in s.pvh = true },
         Flag(name: "--disk", takesValue: true, fastPath: false) { s, v throws(Failure) in
             s.disks.append(try value("--disk", v, DiskValue.parse, "a disk (PATH[,readonly][,id=NAME][,serial=S][,direct][,cache=none|writeback][,bw=SIZE][,iops=N])")) },
+        Flag(name: "--net", takesValue: true, fastPath: false) { s, v throws(Failure) in
+            s.nets.append(try value("--net", v, NetValue.parse, "a network device (tap=NAME|auto[,mac=MAC][,id=NAME][,bw=SIZE][,pps=N][,rx-bw=SIZE][,rx-pps=N][,tx-bw=SIZE][,tx-pps=N])")) },
+        Flag(name: "--vsock", takesValue: true, fastPath: false) { s, v throws(Failure) in
+            s.vsock = try value("--vsock", v, VsockValue.parse, "a vsock device (cid=N,socket=PATH)") },
         Flag(name: "--rng", takesValue: false, fastPath: false) { s, _ in s.rng = true },
         Flag(name: "--rng-limit", takesValue: true, fastPath: false) { s, v throws(Failure) in
             s.rngLimit = try value("--rng-limit", v, ByteSize.parse, "a size a second (64K, 1M or a byte count)") },

@@ -9,6 +9,8 @@ public struct RunSettings {
     public var image: String?, mode: CPUMode?, loadAddress: UInt64?, entry: UInt64?
     public var kernel: String?, cmdline: String?, initrd: String?, systemMap: String?, pvh = false
     public var disks: [DiskConfig] = [], rng = false
+    public var nets: [NetConfig] = []
+    public var vsock: VsockConfig?
     public var virtioTransport: VirtioTransportKind?
     public var virtioConsole = false
     public var rngLimit: UInt64?
@@ -57,6 +59,8 @@ public struct RunSettings {
         case .auto: if isKernel && (kernel != nil || !d.config.hostQuirks) { d.config.hostQuirks = quirksHere() }
         }
         if !disks.isEmpty { d.config.disks = disks }
+        if !nets.isEmpty { d.config.nets = nets }
+        if let vsock { d.config.vsock = vsock }
         if rng { d.config.rng = true }
         if virtioConsole { d.config.virtioConsole = true }
         if let rngLimit { d.config.rngBytesPerSecond = rngLimit }

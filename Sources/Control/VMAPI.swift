@@ -94,6 +94,24 @@ public struct VMAPI: Sendable {
                                                  ("capacitySectors", .uint(b.capacity)), ("inFlight", .uint(UInt64(b.inFlight))),
                                                  ("throttled", .uint(b.throttled))])))
             }
+            if let n = v.device as? VirtioNet {
+                let st = n.statistics
+                var net: [(String, JSONValue)] = [("mac", .string(n.mac.description)), ("receivedFrames", .uint(st.receivedFrames)),
+                                                  ("receivedBytes", .uint(st.receivedBytes)), ("transmittedFrames", .uint(st.transmittedFrames)),
+                                                  ("transmittedBytes", .uint(st.transmittedBytes)), ("malformedFrames", .uint(st.malformedFrames)),
+                                                  ("droppedFrames", .uint(st.droppedFrames)), ("receiveStalls", .uint(st.receiveStalls)),
+                                                  ("copiedFrames", .uint(st.copiedFrames)), ("throttled", .uint(n.throttled))]
+                if let t = n.backend as? TapDevice { net.insert(("tap", .string(t.name)), at: 0) }
+                virtio.append(("net", .object(net)))
+            }
+            if let x = v.device as? VirtioVsock {
+                let st = x.statistics
+                virtio.append(("vsock", .object([("cid", .uint(x.guestCID)), ("socket", .string(x.socketPath)), ("open", .uint(st.open)),
+                                                 ("opened", .uint(st.opened)), ("resets", .uint(st.resets)), ("bytesToHost", .uint(st.bytesToHost)),
+                                                 ("bytesToGuest", .uint(st.bytesToGuest)), ("malformedPackets", .uint(st.malformedPackets)),
+                                                 ("refusedHostConnections", .uint(st.refusedHostConnections)),
+                                                 ("droppedControlPackets", .uint(st.droppedControlPackets))])))
+            }
             if let p = v as? VirtioPCI {
                 virtio.append(("pci", .object([("address", .string(p.pciAddress ?? "")), ("bar0", hex(p.barAddress)),
                                                ("msix", .bool(p.msixEnabled))])))

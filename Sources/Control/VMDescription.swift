@@ -23,7 +23,11 @@ import VMM
 /// unknown fields are errors, named in the message. Decoding checks each field's type;
 /// `validate()` checks what the values mean, in one place.
 public struct VMDescription: Equatable, Sendable, Decodable {
-    public var name: String?
+    /// The machine's own (`MachineConfig.name`: what network devices derive from it).
+    public var name: String? {
+        get { config.name }
+        set { config.name = newValue }
+    }
     public var config: MachineConfig
     /// Stop a guest still running after this many seconds (exit code 124).
     public var timeoutSeconds: Double?
@@ -36,8 +40,8 @@ public struct VMDescription: Equatable, Sendable, Decodable {
 
     public init(name: String? = nil, config: MachineConfig = MachineConfig(), timeoutSeconds: Double? = nil, restartOnReboot: Bool = false,
                 seccomp: SeccompMode = .kill, jail: JailSettings? = nil) {
-        self.name = name
         self.config = config
+        self.config.name = name ?? config.name
         self.timeoutSeconds = timeoutSeconds
         self.restartOnReboot = restartOnReboot
         self.seccomp = seccomp
@@ -45,13 +49,13 @@ public struct VMDescription: Equatable, Sendable, Decodable {
     }
 
     enum Keys: String, CodingKey, CaseIterable {
-        case name, memory, cpus, boot, testDevices, pit, hostQuirks, pvh, symbols, timeout, onReboot, kvmDevice, disks, rng, rngLimit, virtioConsole, virtioTransport, seccomp, jail, profile, trace, hugePages, mergeable
+        case name, memory, cpus, boot, testDevices, pit, hostQuirks, pvh, symbols, timeout, onReboot, kvmDevice, disks, nets, vsock, rng, rngLimit, virtioConsole, virtioTransport, seccomp, jail, profile, trace, hugePages, mergeable
     }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: Keys.self)
         var config = MachineConfig()
-        name = try c.decodeIfPresent(String.self, forKey: .name)
+        config.name = try c.decodeIfPresent(String.self, forKey: .name)
         if let m = try c.decodeIfPresent(SizeValue.self, forKey: .memory) { config.memorySize = m.bytes }
         if let n = try c.decodeIfPresent(Int.self, forKey: .cpus) { config.vcpuCount = n }
         if let b = try c.decodeIfPresent(BootValue.self, forKey: .boot) { config.boot = b.source }
@@ -62,6 +66,8 @@ public struct VMDescription: Equatable, Sendable, Decodable {
         config.symbolFile = try c.decodeIfPresent(String.self, forKey: .symbols)
         if let k = try c.decodeIfPresent(String.self, forKey: .kvmDevice) { config.kvmPath = k }
         config.disks = try c.decodeIfPresent([DiskValue].self, forKey: .disks)?.map(\.disk) ?? []
+        config.nets = try c.decodeIfPresent([NetValue].self, forKey: .nets)?.map(\.net) ?? []
+        config.vsock = try c.decodeIfPresent(VsockValue.self, forKey: .vsock)?.vsock
         config.rng = try c.decodeIfPresent(Bool.self, forKey: .rng) ?? false
         config.rngBytesPerSecond = try c.decodeIfPresent(SizeValue.self, forKey: .rngLimit)?.bytes
         config.virtioConsole = try c.decodeIfPresent(Bool.self, forKey: .virtioConsole) ?? false
@@ -170,6 +176,19 @@ public struct VMDescription: Equatable, Sendable, Decodable {
                 return .object(f)
             })))
         }
+        if !c.nets.isEmpty {
+            o.append(("nets", .array(c.nets.map { n in
+                var f: [(String, JSONValue)] = [("tap", .string(n.tap))]
+                if let m = n.mac { f.append(("mac", .string(m.description))) }
+                if let id = n.id { f.append(("id", .string(id))) }
+                if let v = n.receive.bytesPerSecond { f.append(("rxBandwidth", .uint(v))) }
+                if let v = n.receive.operationsPerSecond { f.append(("rxPackets", .uint(v))) }
+                if let v = n.transmit.bytesPerSecond { f.append(("txBandwidth", .uint(v))) }
+                if let v = n.transmit.operationsPerSecond { f.append(("txPackets", .uint(v))) }
+                return .object(f)
+            })))
+        }
+        if let v = c.vsock { o.append(("vsock", .object([("cid", .uint(v.cid)), ("socket", .string(v.socketPath))]))) }
         if c.rng { o.append(("rng", .bool(true))) }
         if let l = c.rngBytesPerSecond { o.append(("rngLimit", .uint(l))) }
         if c.virtioConsole { o.append(("virtioConsole", .bool(true))) }
@@ -224,6 +243,75 @@ public struct DiskValue: Decodable {
             else { return nil }
         }
         return d
+    }
+}
+
+/// One network device: `{"tap": "tap0" | "auto", "mac": "52:54:00:12:34:56", "id": "eth0",
+/// "rxBandwidth": "10M", "rxPackets": 1000, "txBandwidth": ..., "txPackets": ...}`.
+public struct NetValue: Decodable {
+    public let net: NetConfig
+    enum Keys: String, CodingKey, CaseIterable { case tap, mac, id, rxBandwidth, rxPackets, txBandwidth, txPackets }
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: Keys.self)
+        var n = NetConfig(tap: try c.decode(String.self, forKey: .tap), id: try c.decodeIfPresent(String.self, forKey: .id))
+        if let m = try c.decodeIfPresent(String.self, forKey: .mac) {
+            guard let mac = MACAddress(m) else {
+                throw JSONValueDecoder.Failure(path: JSONValueDecoder.pathText(decoder.codingPath + [Keys.mac]), message: "must be a unicast MAC like \"52:54:00:12:34:56\"")
+            }
+            n.mac = mac
+        }
+        n.receive = RateLimit(bytesPerSecond: try c.decodeIfPresent(SizeValue.self, forKey: .rxBandwidth)?.bytes,
+                              operationsPerSecond: try c.decodeIfPresent(UInt64.self, forKey: .rxPackets))
+        n.transmit = RateLimit(bytesPerSecond: try c.decodeIfPresent(SizeValue.self, forKey: .txBandwidth)?.bytes,
+                               operationsPerSecond: try c.decodeIfPresent(UInt64.self, forKey: .txPackets))
+        net = n
+    }
+
+    /// `--net tap=NAME|auto[,mac=MAC][,id=NAME][,bw=SIZE][,pps=N][,rx-bw=SIZE][,rx-pps=N][,tx-bw=SIZE][,tx-pps=N]`
+    /// (`bw`/`rate` and `pps` limit both directions).
+    public static func parse(_ text: String) -> NetConfig? {
+        var n = NetConfig(tap: "")
+        for p in text.split(separator: ",", omittingEmptySubsequences: false) {
+            guard let eq = p.firstIndex(of: "=") else { return nil }
+            let key = p[..<eq], value = String(p[p.index(after: eq)...])
+            switch key {
+            case "tap": n.tap = value
+            case "mac": guard let m = MACAddress(value) else { return nil }; n.mac = m
+            case "id": guard !value.isEmpty else { return nil }; n.id = value
+            case "bw", "rate", "rx-bw", "tx-bw":
+                guard let b = ByteSize.parse(value) else { return nil }
+                if key != "tx-bw" { n.receive.bytesPerSecond = b }
+                if key != "rx-bw" { n.transmit.bytesPerSecond = b }
+            case "pps", "rx-pps", "tx-pps":
+                guard let v = UInt64(value) else { return nil }
+                if key != "tx-pps" { n.receive.operationsPerSecond = v }
+                if key != "rx-pps" { n.transmit.operationsPerSecond = v }
+            default: return nil
+            }
+        }
+        return n.tap.isEmpty ? nil : n
+    }
+}
+
+/// The vsock device: `{"cid": 3, "socket": "/run/vm.vsock"}`.
+public struct VsockValue: Decodable {
+    public let vsock: VsockConfig
+    enum Keys: String, CodingKey, CaseIterable { case cid, socket }
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: Keys.self)
+        vsock = VsockConfig(cid: try c.decode(UInt64.self, forKey: .cid), socketPath: try c.decode(String.self, forKey: .socket))
+    }
+
+    /// `--vsock cid=N,socket=PATH`.
+    public static func parse(_ text: String) -> VsockConfig? {
+        var cid: UInt64?, socket: String?
+        for p in text.split(separator: ",", omittingEmptySubsequences: false) {
+            if p.hasPrefix("cid="), let n = UInt64(p.dropFirst(4)) { cid = n }
+            else if p.hasPrefix("socket=") { socket = String(p.dropFirst(7)) }
+            else { return nil }
+        }
+        guard let cid else { return nil }
+        return VsockConfig(cid: cid, socketPath: socket ?? "")
     }
 }
 

@@ -203,17 +203,26 @@ public struct HostDiagnosis: Sendable {
             }
         }
 
-        // Optional parts.
-        let optional: [(String, String, String)] = [
-            ("/dev/net/tun", "guest networking through a TAP device", "sudo modprobe tun"),
-            ("/dev/vhost-vsock", "host-guest sockets (vsock) in the kernel", "sudo modprobe vhost_vsock"),
-            ("/dev/vhost-net", "in-kernel virtio-net acceleration", "sudo modprobe vhost_net"),
-        ]
-        for (path, use, fix) in optional {
+        // Optional parts: networking and vsock.
+        let tun = f.optionalDevices["/dev/net/tun"] == true
+        if !tun {
+            checks.append(DiagnosticCheck("optional.tun", "/dev/net/tun", .warn, "missing: no guest networking (--net needs a TAP)", fix: "sudo modprobe tun"))
+        } else if f.isRoot {
+            checks.append(DiagnosticCheck("optional.tun", "/dev/net/tun", .pass, "present: --net tap=NAME opens a TAP, and tap=auto (or a NAME that does not exist) makes one"))
+        } else {
+            checks.append(DiagnosticCheck("optional.tun", "/dev/net/tun", .info,
+                "present: --net opens TAPs made for this user; making one (tap=auto) needs CAP_NET_ADMIN",
+                fix: "sudo ip tuntap add dev tap0 mode tap user $(id -un) && sudo ip link set tap0 up"))
+        }
+        // Swiftvisor serves both devices in its own process; the kernel's vhost paths
+        // would take their data path out of it.
+        for (path, what, module) in [("/dev/vhost-net", "virtio-net", "vhost_net"), ("/dev/vhost-vsock", "vsock", "vhost_vsock")] {
+            let id = "optional." + (path.split(separator: "/").last.map(String.init) ?? path)
             if f.optionalDevices[path] == true {
-                checks.append(DiagnosticCheck("optional." + path.split(separator: "/").last!, path, .pass, "present: \(use)"))
+                checks.append(DiagnosticCheck(id, path, .info, "present; Swiftvisor serves \(what) in its own process (the vhost path is not used yet)"))
             } else {
-                checks.append(DiagnosticCheck("optional." + path.split(separator: "/").last!, path, .warn, "missing: no \(use)", fix: fix))
+                checks.append(DiagnosticCheck(id, path, .info, "missing: Swiftvisor serves \(what) in its own process, which needs no module (other VMMs use it)",
+                                              fix: "sudo modprobe \(module)"))
             }
         }
         // The jailed launch (README "Jailed launch").

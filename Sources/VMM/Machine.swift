@@ -157,7 +157,10 @@ public final class Machine: Sendable {
         for endpoint in virtio {
             loop.add(endpoint.notifyFD) { _ in endpoint.serviceNotification() }
             let device = endpoint.transport.device
-            for fd in device.eventFDs { loop.add(fd) { _ in device.eventReady(fd) } }
+            for fd in device.eventFDs {
+                let events = device.triggersOnEdge(fd) ? EventLoop.readable | UInt32(EPOLLET.rawValue) : EventLoop.readable
+                loop.add(fd, events: events) { _ in device.eventReady(fd) }
+            }
         }
         // The stop request ends the loop's wait (a VMM process replaces this handler
         // with its own, which also collects the machine).

@@ -86,7 +86,8 @@ extension Machine {
                        vcpus: vcpus, stopSwitch: stopSwitch, buildStarted: started, virtio: virtio, tracer: tracer, placement: placement)
     }
 
-    /// The virtio devices (disks in command-line order, then the entropy device) on the
+    /// The virtio devices (disks in command-line order, network devices, the vsock,
+    /// then the entropy device and the console) on the
     /// configured transport: each a PCI function behind the host bridge (a BAR and an
     /// INTx line from the device manager, MSI-X through KVM routes and irqfds) or a
     /// virtio-mmio window with an interrupt line. The driver's queue notifications land
@@ -104,6 +105,24 @@ extension Machine {
                                              rateLimit: RateLimit(bytesPerSecond: disk.bytesPerSecond, operationsPerSecond: disk.operationsPerSecond),
                                              memory: memory, backend: BlockBackends.make(queueDepth: 256 * queues))))
             } catch { throw .device(error.description) }
+        }
+        for (i, net) in config.nets.enumerated() {
+            do {
+                let tap = try TapDevice.open(name: net.interfaceName(index: i, vm: config.name))
+                let mac = net.address(index: i, vm: config.name)
+                made.append((net.id(index: i), "virtio-net \(tap.name) \(mac)",
+                             try VirtioNet(backend: tap, mac: mac, receiveLimit: net.receive, transmitLimit: net.transmit)))
+            } catch let e as TapDevice.Failure {
+                throw .device(e.description)
+            } catch let e as VirtioNet.Failure {
+                throw .device(e.description)
+            } catch {
+                throw .device("virtio-net: \(error)")
+            }
+        }
+        if let v = config.vsock {
+            do { made.append(("vsock", "virtio-vsock cid \(v.cid) \(v.socketPath)", try VirtioVsock(guestCID: v.cid, socketPath: v.socketPath))) }
+            catch { throw .device(error.description) }
         }
         if config.rng {
             do { made.append(("rng", "virtio-rng", try VirtioRNG(bytesPerSecond: config.rngBytesPerSecond))) } catch { throw .device(error.description) }

@@ -1,5 +1,6 @@
 import GuestMemory
 import Boot
+import Devices
 
 /// Everything needed to build a machine: plain data, checked by `validate()` before
 /// anything is created. The command line, config files and the API all produce one.
@@ -31,6 +32,13 @@ public struct MachineConfig: Equatable, Sendable {
     public var profile: ProfileSettings? = nil
     /// virtio-blk disks, in the order the guest sees them (the first is /dev/vda).
     public var disks: [DiskConfig] = []
+    /// virtio-net devices, each over a TAP interface (eth0 is the first).
+    public var nets: [NetConfig] = []
+    /// A virtio-vsock device: host-guest sockets (`--vsock`).
+    public var vsock: VsockConfig? = nil
+    /// The VM's name, for what is derived from it: a network device's MAC and a
+    /// `tap=auto` interface's name (the same at every start of a named VM).
+    public var name: String? = nil
     /// A virtio-rng entropy device, and at most how many bytes a second it gives.
     public var rng: Bool = false
     public var rngBytesPerSecond: UInt64?
@@ -96,9 +104,9 @@ public struct MachineConfig: Equatable, Sendable {
         }
         if rngBytesPerSecond != nil && !rng { throw .invalid("rng-limit", "limits an entropy device: add --rng") }
         if rngBytesPerSecond == 0 { throw .invalid("rng-limit", "0 bytes a second would stop the entropy device; leave it out for none") }
-        let others = (rng ? 1 : 0) + (virtioConsole ? 1 : 0)
+        let others = (rng ? 1 : 0) + (virtioConsole ? 1 : 0) + nets.count + (vsock == nil ? 0 : 1)
         if !disks.isEmpty || others > 0 {
-            let field = !disks.isEmpty ? "disk" : rng ? "rng" : "virtio-console"
+            let field = !disks.isEmpty ? "disk" : !nets.isEmpty ? "net" : vsock != nil ? "vsock" : rng ? "rng" : "virtio-console"
             guard case .kernel = boot else { throw .invalid(field, "virtio devices need a kernel (--kernel): a flat binary has no interrupt controller to be told through") }
         }
         guard disks.count <= MachineConfig.maximumVirtioDevices - others else {
@@ -110,6 +118,27 @@ public struct MachineConfig: Equatable, Sendable {
             guard ids.insert(d.id(index: i)).inserted else { throw .invalid("disk", "two disks with the id '\(d.id(index: i))'") }
             if let s = d.serial, s.utf8.count > 20 { throw .invalid("disk", "serial '\(s)' is longer than virtio's 20 bytes") }
             if d.bytesPerSecond == 0 || d.operationsPerSecond == 0 { throw .invalid("disk", "disk \(i + 1): a rate limit of 0 would stop it; leave it out for none") }
+        }
+        var taps = Set<String>()
+        for (i, n) in nets.enumerated() {
+            guard ids.insert(n.id(index: i)).inserted else { throw .invalid("net", "two devices with the id '\(n.id(index: i))'") }
+            guard n.tap == NetConfig.automaticTap || TapName.isValid(n.tap) else {
+                throw .invalid("net", "tap '\(n.tap)' is not an interface name (1 to 15 bytes, no '/', ':' or spaces) or 'auto'")
+            }
+            if n.tap != NetConfig.automaticTap, !taps.insert(n.tap).inserted { throw .invalid("net", "two devices on the TAP '\(n.tap)'") }
+            for (what, v) in [("rx-bw", n.receive.bytesPerSecond), ("rx-pps", n.receive.operationsPerSecond),
+                              ("tx-bw", n.transmit.bytesPerSecond), ("tx-pps", n.transmit.operationsPerSecond)] where v == 0 {
+                throw .invalid("net", "\(n.id(index: i)): \(what)=0 would stop it; leave it out for none")
+            }
+        }
+        if let v = vsock {
+            guard v.cid >= 3, v.cid <= VsockConfig.maximumCID else {
+                throw .invalid("vsock", "CID \(v.cid) is reserved (0-2 are the hypervisor, local and host); give 3 to \(VsockConfig.maximumCID)")
+            }
+            guard !v.socketPath.isEmpty else { throw .invalid("vsock", "needs socket=PATH: the Unix socket host programs connect to") }
+            guard v.socketPath.utf8.count <= VsockConfig.maximumSocketPath else {
+                throw .invalid("vsock", "socket path '\(v.socketPath)' is longer than \(VsockConfig.maximumSocketPath) bytes (a Unix socket's path, with room for _PORT)")
+            }
         }
         if case let .flat(_, mode, load, entry) = boot {
             if mode == .real, let load, load >= 0x10_0000 {
@@ -152,6 +181,72 @@ public struct DiskConfig: Equatable, Sendable {
     /// `vda`, `vdb`... for the disk at `index`, unless an id was given.
     public func id(index: Int) -> String {
         id ?? "vd" + String(UnicodeScalar(UInt8(97 + index % 26)))
+    }
+}
+
+/// One virtio-net device: a TAP interface (existing, or `auto`: made and named after the
+/// VM), its MAC, id and rate limits each way.
+public struct NetConfig: Equatable, Sendable {
+    public static let automaticTap = "auto"
+    public var tap: String
+    /// nil: derived from the VM's name and the id, random for an unnamed VM.
+    public var mac: MACAddress?
+    /// The device's id (what `inspect` shows); default `eth0`, `eth1`...
+    public var id: String?
+    /// Token buckets: bytes and frames a second, from the guest (`transmit`) and to it
+    /// (`receive`).
+    public var receive = RateLimit()
+    public var transmit = RateLimit()
+
+    public init(tap: String, mac: MACAddress? = nil, id: String? = nil) {
+        self.tap = tap
+        self.mac = mac
+        self.id = id
+    }
+
+    public func id(index: Int) -> String { id ?? "eth\(index)" }
+
+    /// The MAC the guest sees for the device at `index` of the VM `name`.
+    public func address(index: Int, vm name: String?) -> MACAddress {
+        mac ?? name.map { MACAddress.derived(vm: $0, device: id(index: index)) } ?? MACAddress.random()
+    }
+
+    /// The interface to open: the given one, or for `auto` one named after the VM
+    /// (`sv-NAME`, or a hash of it when that is longer than an interface name may be;
+    /// `svtapN`, the kernel choosing N, for an unnamed VM).
+    public func interfaceName(index: Int, vm name: String?) -> String {
+        guard tap == NetConfig.automaticTap else { return tap }
+        guard let name else { return "svtap%d" }
+        let suffix = index == 0 ? "" : "-\(index)"
+        let plain = "sv-" + name + suffix
+        if TapName.isValid(plain) { return plain }
+        var hash: UInt32 = 0x811c_9dc5
+        for b in Array(name.utf8) + Array(suffix.utf8) { hash = (hash ^ UInt32(b)) &* 0x0100_0193 }
+        return "sv-" + String(hash, radix: 16)
+    }
+}
+
+/// A virtio-vsock device: the guest's context id and the Unix socket host programs use
+/// (`CONNECT PORT`; the guest's connections to host port P reach `PATH_P`).
+public struct VsockConfig: Equatable, Sendable {
+    public static let maximumCID: UInt64 = 0xFFFF_FFFE
+    /// sun_path holds 107 bytes; `_4294967295` must fit after the path.
+    public static let maximumSocketPath = 107 - 11
+    public var cid: UInt64
+    public var socketPath: String
+    public init(cid: UInt64, socketPath: String) {
+        self.cid = cid
+        self.socketPath = socketPath
+    }
+}
+
+/// What Linux accepts as an interface name (dev_valid_name): 1 to 15 bytes, not "." or
+/// "..", no '/', ':' or white space.
+public enum TapName {
+    public static func isValid(_ name: String) -> Bool {
+        let b = Array(name.utf8)
+        guard !b.isEmpty, b.count <= 15, name != ".", name != ".." else { return false }
+        return !b.contains { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: ":") || $0 <= 32 || $0 == 127 }
     }
 }
 

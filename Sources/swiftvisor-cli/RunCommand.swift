@@ -241,6 +241,12 @@ struct VMFlags: ParsableArguments {
     @Option(name: .long, parsing: .unconditionalSingleValue, help: ArgumentHelp("A virtio-blk disk: a raw image or block device, PATH[,readonly][,id=NAME][,serial=S][,direct][,cache=none|writeback][,bw=SIZE][,iops=N] (direct and cache=none open it with O_DIRECT; bw and iops limit bytes and requests a second); repeat for more (the first is /dev/vda). Kernels only.", valueName: "disk"))
     var disk: [String] = []
 
+    @Option(name: .long, parsing: .unconditionalSingleValue, help: ArgumentHelp("A virtio-net device over a TAP interface: tap=NAME|auto[,mac=MAC][,id=NAME][,bw=SIZE][,pps=N][,rx-bw=SIZE][,rx-pps=N][,tx-bw=SIZE][,tx-pps=N]. NAME is an existing TAP (made, and brought up, if it does not exist and the VMM may: CAP_NET_ADMIN); auto makes one named after the VM. The MAC defaults to one derived from the VM's name (random for an unnamed VM). bw and pps limit bytes and frames a second each way, rx- and tx- one direction. Repeat for more (the first is eth0). Kernels only.", valueName: "net"))
+    var net: [String] = []
+
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("A virtio-vsock device: cid=N,socket=PATH. N is the guest's context id (3 or more). Host programs connect to the Unix socket PATH and write `CONNECT PORT\\n` to reach the guest's port PORT (answered `OK HOSTPORT\\n`); the guest's connections to host port P (CID 2) reach the Unix socket PATH_P (Firecracker's convention). Kernels only.", valueName: "vsock"))
+    var vsock: String?
+
     @Flag(name: .long, help: "Add a virtio-rng entropy device (from the host's /dev/urandom). Kernels only.")
     var rng = false
 

@@ -155,6 +155,18 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(try swiftvisor(["run", "--entry=0x1000"]).status, 64)
         XCTAssertEqual(try swiftvisor(["run", "--memory", "0"]).status, 64)
         XCTAssertEqual(try swiftvisor(["frobnicate"]).status, 64)
+        // Network and vsock devices: malformed, or on a guest that cannot have them.
+        let image = TemporaryFile(bytes: [0xF4])
+        let cases: [([String], String)] = [(["--net", "tap0"], "is not a network device"),
+                                           (["--net", "tap=t0,mac=01:00:5e:00:00:01"], "is not a network device"),
+                                           (["--net", "tap=t0"], "virtio devices need a kernel"),
+                                           (["--vsock", "socket=/tmp/x"], "is not a vsock device"),
+                                           (["--vsock", "cid=3,socket=/tmp/x"], "virtio devices need a kernel")]
+        for (arguments, says) in cases {
+            let r = try swiftvisor(["run", "--image", image.path] + arguments)
+            XCTAssertEqual(r.status, 64, "\(arguments): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains(says), "\(arguments): \(r.stderr)")
+        }
     }
 
     func testHelpExplainsRunAndExitCodes() throws {

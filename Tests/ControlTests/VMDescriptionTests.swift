@@ -1,4 +1,5 @@
 import Boot
+import Devices
 import GuestMemory
 @testable import Control
 import VMM
@@ -41,7 +42,7 @@ final class VMDescriptionTests: XCTestCase {
     }
 
     func testErrorsNameTheFieldByItsPath() {
-        XCTAssertEqual(error(#"{"memroy": "64M"}"#), "unknown field \"memroy\" (known: name, memory, cpus, boot, testDevices, pit, hostQuirks, pvh, symbols, timeout, onReboot, kvmDevice, disks, rng, rngLimit, virtioConsole, virtioTransport, seccomp, jail, profile, trace, hugePages, mergeable)")
+        XCTAssertEqual(error(#"{"memroy": "64M"}"#), "unknown field \"memroy\" (known: name, memory, cpus, boot, testDevices, pit, hostQuirks, pvh, symbols, timeout, onReboot, kvmDevice, disks, nets, vsock, rng, rngLimit, virtioConsole, virtioTransport, seccomp, jail, profile, trace, hugePages, mergeable)")
         XCTAssertTrue(error(#"{"boot": {"image": "a", "colour": 1}}"#).hasPrefix("unknown field \"boot.colour\""))
         XCTAssertEqual(error(#"{"cpus": "two"}"#), "\"cpus\": must be a whole number")
         XCTAssertEqual(error(#"{"cpus": 1e30}"#), "\"cpus\": must be a whole number from \(Int.min) to \(Int.max)", "never a trap on a huge number")
@@ -87,7 +88,7 @@ final class VMDescriptionTests: XCTestCase {
     }
 }
 
-/// Disks and the entropy device in the description and on the command line.
+/// Disks, network and vsock devices and the entropy device in the description and on the command line.
 final class VirtioConfigTests: XCTestCase {
     func testDisksInJSONAndTheirRules() throws {
         let d = try VMDescription.parse(#"{"boot": {"kernel": "k"}, "rng": true, "disks": [{"path": "a.img", "readonly": true, "serial": "s1"}, {"path": "b.img", "id": "data"}]}"#)
@@ -102,6 +103,46 @@ final class VirtioConfigTests: XCTestCase {
         XCTAssertTrue(error(#"{"boot": {"kernel": "k"}, "disks": [{"readonly": true}]}"#).contains("\"disks[0].path\": is required"), error(#"{"boot": {"kernel": "k"}, "disks": [{"readonly": true}]}"#))
         let many = (0..<9).map { #"{"path": "d\#($0)"}"# }.joined(separator: ",")
         XCTAssertTrue(error(#"{"boot": {"kernel": "k"}, "disks": [\#(many)]}"#).contains("at most 8"))
+    }
+
+    func testNetworkAndVsockDevicesInJSONFlagsAndTheirRules() throws {
+        func error(_ text: String) -> String { do { _ = try VMDescription.parse(text); return "" } catch { return error.description } }
+        let d = try VMDescription.parse(#"{"name": "web", "boot": {"kernel": "k"}, "nets": [{"tap": "tap0", "mac": "52:54:00:00:00:01", "rxBandwidth": "10M", "txPackets": 1000}, {"tap": "auto", "id": "uplink"}], "vsock": {"cid": 7, "socket": "/run/v.sock"}}"#)
+        XCTAssertEqual(d.config.nets.count, 2)
+        XCTAssertEqual(d.config.nets[0].mac?.description, "52:54:00:00:00:01")
+        XCTAssertEqual(d.config.nets[0].receive, RateLimit(bytesPerSecond: 10 << 20))
+        XCTAssertEqual(d.config.nets[0].transmit, RateLimit(operationsPerSecond: 1000))
+        XCTAssertEqual(d.config.nets.enumerated().map { $1.id(index: $0) }, ["eth0", "uplink"])
+        XCTAssertEqual(d.config.nets[1].interfaceName(index: 1, vm: d.name), "sv-web-1")
+        XCTAssertEqual(d.config.nets[1].address(index: 1, vm: "web"), d.config.nets[1].address(index: 1, vm: "web"), "a named VM's MAC is stable")
+        XCTAssertEqual(d.config.vsock, VsockConfig(cid: 7, socketPath: "/run/v.sock"))
+        XCTAssertEqual(try VMDescription.parse(d.json.rendered), d, "round trip")
+        // A long VM name still gives an interface name Linux takes.
+        XCTAssertTrue(TapName.isValid(NetConfig(tap: "auto").interfaceName(index: 0, vm: "a-very-long-virtual-machine-name")))
+        XCTAssertEqual(NetConfig(tap: "auto").interfaceName(index: 0, vm: nil), "svtap%d", "the kernel picks for an unnamed VM")
+
+        XCTAssertTrue(error(#"{"nets": [{"tap": "tap0"}]}"#).contains("virtio devices need a kernel"))
+        XCTAssertTrue(error(#"{"boot": {"kernel": "k"}, "nets": [{"tap": "a/b"}]}"#).contains("not an interface name"))
+        XCTAssertTrue(error(#"{"boot": {"kernel": "k"}, "nets": [{"tap": "t0"}, {"tap": "t0"}]}"#).contains("two devices on the TAP 't0'"))
+        XCTAssertTrue(error(#"{"boot": {"kernel": "k"}, "nets": [{"tap": "t0", "mac": "01:00:5e:00:00:01"}]}"#).contains("nets[0].mac"))
+        XCTAssertTrue(error(#"{"boot": {"kernel": "k"}, "nets": [{"tap": "t0", "rxPackets": 0}]}"#).contains("rx-pps=0"))
+        XCTAssertTrue(error(#"{"boot": {"kernel": "k"}, "disks": [{"path": "a", "id": "eth0"}], "nets": [{"tap": "t0"}]}"#).contains("two devices with the id 'eth0'"))
+        XCTAssertTrue(error(#"{"boot": {"kernel": "k"}, "vsock": {"cid": 2, "socket": "/s"}}"#).contains("CID 2 is reserved"))
+        XCTAssertTrue(error(#"{"boot": {"kernel": "k"}, "vsock": {"cid": 3, "socket": ""}}"#).contains("needs socket=PATH"))
+        XCTAssertTrue(error(#"{"boot": {"kernel": "k"}, "vsock": {"cid": 3, "socket": "/\#(String(repeating: "x", count: 120))"}}"#).contains("longer than"))
+        XCTAssertTrue(error(#"{"boot": {"kernel": "k"}, "vsock": {"cid": 99999999999999, "socket": "/s"}}"#).contains("reserved"))
+
+        var net = NetConfig(tap: "tap1", mac: MACAddress("02:00:00:00:00:02"), id: "lan")
+        net.receive = RateLimit(bytesPerSecond: 1 << 20, operationsPerSecond: 100)
+        net.transmit = RateLimit(bytesPerSecond: 1 << 20, operationsPerSecond: 200)
+        XCTAssertEqual(NetValue.parse("tap=tap1,mac=02:00:00:00:00:02,id=lan,bw=1M,rx-pps=100,tx-pps=200"), net)
+        XCTAssertEqual(NetValue.parse("tap=auto"), NetConfig(tap: "auto"))
+        for bad in ["", "tap0", "mac=02:00:00:00:00:02", "tap=t,mac=zz", "tap=t,bogus=1", "tap=t,pps=-1", "tap=t,bw=lots", "tap=t,id="] {
+            XCTAssertNil(NetValue.parse(bad), bad)
+        }
+        XCTAssertEqual(VsockValue.parse("cid=3,socket=/tmp/v"), VsockConfig(cid: 3, socketPath: "/tmp/v"))
+        XCTAssertNil(VsockValue.parse("socket=/tmp/v"))
+        XCTAssertNil(VsockValue.parse("cid=x,socket=/tmp/v"))
     }
 
     func testTheDiskFlag() {

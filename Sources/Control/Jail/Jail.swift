@@ -1,4 +1,5 @@
 import CLinux
+import Devices
 import Glibc
 
 /// The jailed launch (Firecracker's jailer, done by the VMM process itself before it
@@ -147,6 +148,9 @@ public enum Jail {
         } else {
             try check(clinux_unshare(CLINUX_CLONE_NEWNET), "cannot make a network namespace")
         }
+        // The VM's TAPs live in this namespace; opening one needs /dev/net/tun and, for
+        // most, CAP_NET_ADMIN, both gone once the jail is built.
+        do { try TapDevice.openAhead(plan.taps) } catch { throw Failure(error.description) }
         try check(clinux_unshare(CLINUX_CLONE_NEWNS | CLINUX_CLONE_NEWIPC | CLINUX_CLONE_NEWUTS | CLINUX_CLONE_NEWCGROUP), "cannot make mount, IPC, UTS and cgroup namespaces")
         // Nothing mounted from here on may reach the host's namespace.
         try mountOrFail(nil, "/", nil, UInt(MS_REC | MS_PRIVATE), "making the mounts private")

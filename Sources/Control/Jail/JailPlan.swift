@@ -39,6 +39,9 @@ public struct JailPlan: Equatable, Sendable {
     /// Join this network namespace (a path like `/run/netns/NAME`) instead of a new,
     /// empty one.
     public var networkNamespace: String?
+    /// TAP interfaces opened in that namespace before the jail takes CAP_NET_ADMIN and
+    /// /dev away (the VM's network devices).
+    public var taps: [String] = []
     /// RLIMIT_NOFILE.
     public var openFiles: UInt64
     /// RLIMIT_AS beyond what the process maps when it enters the jail: guest RAM is

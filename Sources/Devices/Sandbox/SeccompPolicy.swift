@@ -23,11 +23,11 @@ public enum SeccompPolicy {
     /// Running the guest: KVM_RUN and the vCPU's other ioctls, eventfds (wakeups, irqfd
     /// and ioeventfd companions), the console (stdout, console clients), devices served
     /// on the vCPU when a notification bypasses its ioeventfd (disk reads and writes,
-    /// the entropy source), kicking other vCPUs, and a failure report's symbol lookup
+    /// the entropy source, a TAP), kicking other vCPUs, and a failure report's symbol lookup
     /// through the fd the machine opened.
     static let vcpu: [Syscall] = runtime + [
         .ioctl, .`read`, .pread64, .pwrite64, .preadv, .pwritev, .fsync, .fdatasync, .fallocate,
-        .io_uring_enter, .sendto, .`poll`, .ppoll, .lseek, .fstat, .newfstatat, .writev,
+        .io_uring_enter, .sendto, .`poll`, .ppoll, .lseek, .fstat, .newfstatat, .readv, .writev,
     ]
 
     /// A disk's worker: jobs and completions on eventfds, the I/O itself.

@@ -52,6 +52,27 @@ public struct DescriptorChain: Sendable, Equatable {
         try DescriptorChain.write(bytes, into: writable, memory: memory)
     }
 
+    /// Writes `bytes` into the device-writable buffers starting `offset` bytes into them
+    /// (a field inside a header already received there); returns how many fit.
+    @discardableResult
+    public func write(_ bytes: [UInt8], at offset: UInt64, to memory: GuestMemory) throws(VirtQueueError) -> Int {
+        var skip = offset
+        var rest = bytes[...]
+        var written = 0
+        for b in writable where !rest.isEmpty {
+            let length = UInt64(b.length)
+            if skip >= length { skip -= length; continue }
+            let n = min(Int(length - skip), rest.count)
+            let at = GuestAddress(b.address.value + skip)
+            do { try memory.write(bytes: rest.prefix(n), at: at) }
+            catch { throw .bufferOutsideMemory(at.value, UInt64(n)) }
+            skip = 0
+            rest = rest.dropFirst(n)
+            written += n
+        }
+        return written
+    }
+
     /// Writes `bytes` into `buffers` in order (a device that keeps the last byte for its
     /// status passes the others); returns how many fit.
     @discardableResult

@@ -5,10 +5,13 @@ import Synchronization
 /// A token bucket (Firecracker's rate limiter): `capacity` tokens, refilled evenly over
 /// each second; an operation takes tokens if there are enough. An operation larger than
 /// the whole bucket goes through when the bucket is full (and empties it), so a limit
-/// below a guest's request size slows it down instead of stalling it forever.
+/// below a guest's request size slows it down instead of stalling it forever. An
+/// amount known only afterwards (a received frame's size) is `charge`d: what the bucket
+/// lacks becomes a debt that refills pay before anything else may go.
 public struct TokenBucket: Sendable, Equatable {
     public let capacity: UInt64
     private var tokens: UInt64
+    private var debt: UInt64 = 0
     private var lastRefill: UInt64
 
     /// `perSecond` tokens a second, starting full.
@@ -21,12 +24,15 @@ public struct TokenBucket: Sendable, Equatable {
     private mutating func refill(_ now: UInt64) {
         guard now > lastRefill else { return }
         let elapsed = now - lastRefill
-        // tokens per nanosecond = capacity / 1e9, computed without overflow: elapsed is
-        // capped at a second, which fills the bucket anyway.
-        let added = elapsed >= 1_000_000_000 ? capacity : capacity.multipliedFullWidth(by: elapsed).high == 0
-            ? capacity * elapsed / 1_000_000_000 : capacity
+        // tokens per nanosecond = capacity / 1e9, in 128 bits (saturating): a debt may
+        // take more than a second's tokens to pay.
+        let product = capacity.multipliedFullWidth(by: elapsed)
+        let added = product.high < 1_000_000_000 ? UInt64(1_000_000_000).dividingFullWidth(product).quotient : UInt64.max
         if added > 0 {
-            tokens = added >= capacity - tokens ? capacity : tokens + added
+            let paid = min(added, debt)
+            debt -= paid
+            let rest = added - paid
+            tokens = rest >= capacity - tokens ? capacity : tokens + rest
             lastRefill = now
         }
     }
@@ -34,14 +40,25 @@ public struct TokenBucket: Sendable, Equatable {
     /// Takes `amount` tokens if it can (see above for amounts beyond the capacity).
     public mutating func take(_ amount: UInt64, now: UInt64) -> Bool {
         refill(now)
+        guard debt == 0 else { return false }
         if amount <= tokens { tokens -= amount; return true }
         if amount > capacity && tokens == capacity { tokens = 0; return true }
         return false
     }
 
+    /// Takes `amount` tokens whether or not they are there (what is missing is owed).
+    public mutating func charge(_ amount: UInt64, now: UInt64) {
+        refill(now)
+        if amount <= tokens { tokens -= amount; return }
+        let (d, overflow) = debt.addingReportingOverflow(amount - tokens)
+        debt = overflow ? UInt64.max : d
+        tokens = 0
+    }
+
     /// Nanoseconds until `amount` tokens (or a full bucket, for more) are there.
     public func wait(for amount: UInt64, now: UInt64) -> UInt64 {
-        let target = min(amount, capacity)
+        let (owed, owedOverflow) = min(amount, capacity).addingReportingOverflow(debt)
+        let target = owedOverflow ? UInt64.max : owed
         guard target > tokens else { return 0 }
         let missing = target - tokens
         let (q, overflow) = missing.multipliedReportingOverflow(by: 1_000_000_000)
@@ -81,6 +98,11 @@ public struct RateLimiter: Sendable {
             return nil
         }
         return max(bytes?.wait(for: byteCount, now: now) ?? 0, operations?.wait(for: 1, now: now) ?? 0)
+    }
+
+    /// Bytes an admitted operation turned out to carry (see `TokenBucket.charge`).
+    public mutating func charge(bytes byteCount: UInt64, now: UInt64) {
+        bytes?.charge(byteCount, now: now)
     }
 }
 
@@ -128,6 +150,12 @@ public final class RateLimitTimer: Sendable {
             timerfd_settime(fd, 0, &spec, nil)
             return false
         }
+    }
+
+    /// Charges `bytes` to an operation admitted before its size was known.
+    public func charge(bytes: UInt64) {
+        guard limit.bytesPerSecond != nil else { return }
+        state.withLock { $0.limiter.charge(bytes: bytes, now: monotonicNanoseconds()) }
     }
 
     /// The timer fired: requests may go again.

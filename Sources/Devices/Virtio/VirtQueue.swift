@@ -66,6 +66,10 @@ public struct VirtQueue: Sendable, Equatable {
     /// limiter said wait).
     public mutating func undoPop() { nextAvailable &-= 1 }
 
+    /// Puts the last `count` requests taken back (a receive that needed fewer buffers
+    /// than it gathered, or found nothing to receive).
+    public mutating func undoPops(_ count: Int) { nextAvailable &-= UInt16(truncatingIfNeeded: count) }
+
     /// Whether the driver has put requests the device has not taken yet.
     public func hasAvailable(_ memory: GuestMemory) throws(VirtQueueError) -> Bool {
         guard ready else { return false }

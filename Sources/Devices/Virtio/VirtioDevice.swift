@@ -20,12 +20,19 @@ public protocol VirtioDevice: AnyObject, Sendable {
     func process(queue index: Int, _ queue: inout VirtQueue, memory: GuestMemory) throws(VirtQueueError) -> Int
     /// The driver reset the device: forget any request state.
     func reset()
+    /// The driver set DRIVER_OK having accepted `features`: a device whose host side
+    /// depends on them (virtio-net's TAP offloads) sets itself up here.
+    func activate(features: UInt64)
     /// Descriptors the machine's event loop watches for the device: its I/O engine's
     /// completions, its rate limiter's timer. Empty for devices that answer every
     /// request at once.
     var eventFDs: [Int32] { get }
     /// One of `eventFDs` became readable (called on the event loop's thread).
     func eventReady(_ fd: Int32)
+    /// Whether the loop reports `fd` once each time it becomes readable (edge-triggered)
+    /// rather than for as long as it is: for a source the device cannot always drain
+    /// (a TAP while the guest has no receive buffers), which would otherwise spin.
+    func triggersOnEdge(_ fd: Int32) -> Bool
     /// Finishes what the device's engine has completed, if anything (the transport
     /// calls it after serving a queue: io_uring completes page-cache hits at once).
     func completeReady()
@@ -36,6 +43,8 @@ public protocol VirtioDevice: AnyObject, Sendable {
 extension VirtioDevice {
     public var eventFDs: [Int32] { [] }
     public func eventReady(_ fd: Int32) {}
+    public func triggersOnEdge(_ fd: Int32) -> Bool { false }
+    public func activate(features: UInt64) {}
     public func completeReady() {}
     public func attach(_ completer: VirtioCompleter) {}
 }

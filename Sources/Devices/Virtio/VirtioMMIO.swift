@@ -121,11 +121,14 @@ public final class VirtioMMIO: VirtioTransport, LateCompletionTarget {
                 s.interruptStatus &= ~v
                 interrupt?.setLevel(s.interruptStatus != 0)
             case VirtioMMIO.statusRegister:
+                let wasLive = s.common.status & VirtioStatus.driverOK != 0
                 if s.common.writeStatus(v, offered: offeredFeatures) {
                     // Reset: queues, features, interrupts (virtio 1.2, 2.1.1).
                     s.interruptStatus = 0
                     interrupt?.setLevel(false)
                     device.reset()
+                } else if !wasLive && s.common.status & VirtioStatus.driverOK != 0 {
+                    device.activate(features: s.common.driverFeatures)
                 }
             default:
                 break

@@ -265,6 +265,7 @@ public final class VirtioPCI: VirtioTransport, PCIFunction, LateCompletionTarget
         case (0x0C, 4): s.common.writeDriverFeatureWord(v32)
         case (0x10, 2): s.configVector = Int(v16) < s.msix.count ? v16 : VirtioPCI.noVector
         case (0x14, 1):
+            let wasLive = s.common.status & VirtioStatus.driverOK != 0
             if s.common.writeStatus(UInt32(value & 0xFF), offered: offeredFeatures) {
                 // Reset: queues, features, vectors, ISR (virtio 1.2, 2.1.1 and 4.1.4.3).
                 s.configVector = VirtioPCI.noVector
@@ -272,6 +273,8 @@ public final class VirtioPCI: VirtioTransport, PCIFunction, LateCompletionTarget
                 s.isr = 0
                 intx?.setLevel(false)
                 device.reset()
+            } else if !wasLive && s.common.status & VirtioStatus.driverOK != 0 {
+                device.activate(features: s.common.driverFeatures)
             }
         case (0x16, 2): s.common.queueSelect = UInt32(v16)
         case (0x18, 2): if let q { s.common.queues[q].size = v16 }

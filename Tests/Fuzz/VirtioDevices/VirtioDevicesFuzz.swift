@@ -1,9 +1,10 @@
 // Fuzz target: a guest driving the virtio devices through their registers and rings.
-// The input is a little program: each step picks a device (a virtio-pci block disk, a
-// virtio-mmio entropy device, the PCI host bridge), an access (config space, a BAR or
+// The input is a little program: each step picks a device (a virtio-pci block disk,
+// virtio-mmio entropy, network and vsock devices, the PCI host bridge), an access (config space, a BAR or
 // window offset, a size, a value) and sometimes bytes to write into guest RAM where the
 // rings and buffers live, so that hostile descriptor chains, rings, feature and status
-// sequences, BAR moves and MSI-X tables are all reachable. Nothing may crash, hang or
+// sequences, BAR moves and MSI-X tables are all reachable; the network device's host
+// side (a socket pair standing for its TAP) sends it frames. Nothing may crash, hang or
 // grow without bound. Built with libFuzzer by scripts/fuzz; without -DFUZZING it is a
 // replayer: `fuzz-virtio-devices FILE...` runs the given inputs once each.
 import CLinux
@@ -17,7 +18,20 @@ final class Rig: @unchecked Sendable {
     let memory: GuestMemory
     let block: VirtioPCI
     let rng: VirtioMMIO
+    let net: VirtioMMIO
+    let vsock: VirtioMMIO
+    let netDevice: VirtioNet
+    let vsockDevice: VirtioVsock
     let bridge: PCIHostBridge
+    /// The network device's host side, as a TAP would be.
+    let peer: Int32
+
+    final class Pair: NetBackend {
+        let fd: Int32
+        let supportedOffloads = TapDevice.allOffloads
+        init(_ fd: Int32) { self.fd = fd }
+        func setOffloads(_ flags: UInt32) -> Bool { true }
+    }
 
     final class Sink: MSIVectorSink, InterruptSource {
         func send(vector: Int, address: UInt64, data: UInt32) {}
@@ -37,6 +51,13 @@ final class Rig: @unchecked Sendable {
             let disk = try VirtioBlock(path: path, queues: 2, memory: memory, backend: nil)
             block = VirtioPCI(device: disk, memory: memory, bar: 0xD000_0000, intx: sink, intxLine: 5, vectors: sink)
             rng = VirtioMMIO(device: try VirtioRNG(), memory: memory, interrupt: sink)
+            var fds: [Int32] = [0, 0]
+            guard socketpair(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &fds) == 0 else { fatalError("socketpair") }
+            peer = fds[1]
+            netDevice = try VirtioNet(backend: Pair(fds[0]), mac: MACAddress.random())
+            net = VirtioMMIO(device: netDevice, memory: memory, interrupt: sink)
+            vsockDevice = try VirtioVsock(guestCID: 3, socketPath: "/tmp/swiftvisor-fuzz-\(getpid()).vsock")
+            vsock = VirtioMMIO(device: vsockDevice, memory: memory, interrupt: sink)
         } catch {
             fatalError("fuzz-virtio-devices: cannot set up: \(error)")
         }
@@ -68,9 +89,10 @@ final class Rig: @unchecked Sendable {
                 guard let o = u16() else { return }
                 var d = AccessData(size: size)
                 block.read(region: 0, offset: UInt64(o), data: &d)
-            case 4: // virtio-mmio write (registers, QueueNotify included)
+            case 4: // virtio-mmio write (registers, QueueNotify included): entropy, network, vsock
                 guard let o = u16(), let v = u32() else { return }
-                rng.write(region: 0, offset: UInt64(o & 0x1FF), data: AccessData(size: size, value: UInt64(v)))
+                let target = [rng, net, vsock, rng][Int(op >> 3 & 3)]
+                target.write(region: 0, offset: UInt64(o & 0x1FF), data: AccessData(size: size, value: UInt64(v)))
             case 5: // guest RAM: up to 64 bytes at an address in the ring area
                 guard let a = u16(), let n = byte() else { return }
                 let count = Int(n & 0x3F)
@@ -84,18 +106,32 @@ final class Rig: @unchecked Sendable {
                 bridge.write(region: Int(op >> 3 & 1) + 1, offset: UInt64(v & 0xF_FFFF), data: AccessData(size: min(size, 4), value: UInt64(v)))
                 var d = AccessData(size: min(size, 4))
                 bridge.read(region: Int(op >> 3 & 1) + 1, offset: UInt64(o & 0xF_FFFF), data: &d)
-            default: // notify every queue
+            default: // notify every queue; with bit 3, the network's host side sends a frame first
+                if op & 0x8 != 0, let n = u16() {
+                    let frame = [UInt8](repeating: op, count: Int(n))
+                    _ = frame.withUnsafeBytes { send(peer, $0.baseAddress, $0.count, 0) }
+                    netDevice.eventReady(netDevice.backend.fd)
+                }
                 block.notifyAll()
                 rng.notifyAll()
+                net.notifyAll()
+                vsock.notifyAll()
+                vsockDevice.eventReady(vsockDevice.eventFDs[0])
             }
         }
         // Leave the next input a fresh device.
         block.write(region: 0, offset: VirtioPCI.commonOffset + 0x14, data: AccessData(size: 1, value: 0))
         rng.write(region: 0, offset: 0x70, data: AccessData(size: 4, value: 0))
+        net.write(region: 0, offset: 0x70, data: AccessData(size: 4, value: 0))
+        vsock.write(region: 0, offset: 0x70, data: AccessData(size: 4, value: 0))
+        // Frames the device left in its host queue.
+        var scratch = [UInt8](repeating: 0, count: 70_000)
+        while scratch.withUnsafeMutableBytes({ recv(peer, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }) >= 0 {}
+        while scratch.withUnsafeMutableBytes({ recv(netDevice.backend.fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }) >= 0 {}
     }
 }
 
-nonisolated(unsafe) let rig = Rig()
+let rig = Rig()
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
