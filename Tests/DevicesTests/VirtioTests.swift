@@ -209,6 +209,27 @@ final class VirtioMMIOTests: XCTestCase {
         set(t, 0x70, 15) // DRIVER_OK
     }
 
+    /// Feature negotiation (`accept` picks from what is offered) and every queue's
+    /// set-up, queue i on `drivers[i]`, then DRIVER_OK: a multi-queue device's bring-up.
+    static func bringUp(_ t: VirtioMMIO, queues drivers: [TestDriver], accept: (UInt64) -> UInt64 = { $0 }) {
+        set(t, 0x70, 1); set(t, 0x70, 3)
+        set(t, 0x14, 0); let low = reg(t, 0x10)
+        set(t, 0x14, 1); let high = reg(t, 0x10)
+        let accepted = accept(UInt64(high) << 32 | UInt64(low))
+        set(t, 0x24, 0); set(t, 0x20, UInt32(truncatingIfNeeded: accepted))
+        set(t, 0x24, 1); set(t, 0x20, UInt32(truncatingIfNeeded: accepted >> 32))
+        set(t, 0x70, 11)
+        for (index, d) in drivers.enumerated() {
+            set(t, 0x30, UInt32(index))
+            set(t, 0x38, UInt32(d.size))
+            set(t, 0x80, UInt32(d.descriptors)); set(t, 0x84, 0)
+            set(t, 0x90, UInt32(d.available)); set(t, 0x94, 0)
+            set(t, 0xA0, UInt32(d.used)); set(t, 0xA4, 0)
+            set(t, 0x44, 1)
+        }
+        set(t, 0x70, 15)
+    }
+
     func testIdentityNegotiationAndEntropy() throws {
         let memory = try GuestMemory(ranges: [(0, 0x10_0000)])
         let line = Line()
@@ -236,6 +257,23 @@ final class VirtioMMIOTests: XCTestCase {
         set(t, 0x64, 1)
         XCTAssertFalse(line.high, "acknowledged")
         XCTAssertEqual(t.statistics.completed, 1)
+    }
+
+    /// A notification written to the register (not caught by an ioeventfd) is handed to
+    /// the event loop instead of served on the writing vCPU thread.
+    func testRegisterNotificationsAreHandedOff() throws {
+        let memory = try GuestMemory(ranges: [(0, 0x10_0000)])
+        let t = VirtioMMIO(device: try VirtioRNG(), memory: memory, interrupt: nil)
+        var driver = TestDriver(memory: memory)
+        bringUp(t, driver)
+        let woken = Mutex(0)
+        t.handNotificationsOff { woken.withLock { $0 += 1 } }
+        try driver.request([(0x40000, 64, true)])
+        set(t, 0x50, 0)
+        XCTAssertEqual(woken.withLock { $0 }, 1)
+        XCTAssertEqual(try driver.usedIndex(), 0, "nothing served on the writer's thread")
+        t.notifyAll() // what the loop does for the ioeventfd
+        XCTAssertEqual(try driver.usedIndex(), 1)
     }
 
     func testAMalformedChainSetsNeedsResetAndIsCounted() throws {

@@ -27,20 +27,7 @@ final class VirtioVsockTests: XCTestCase {
             transport = VirtioMMIO(device: vsock, memory: memory, interrupt: nil)
             rx = TestDriver(memory: memory, size: 64, base: 0x10000)
             tx = TestDriver(memory: memory, size: 64, base: 0x20000)
-            let t = transport
-            func set(_ o: UInt64, _ v: UInt32) { VirtioMMIOTests.set(t, o, v) }
-            set(0x70, 1); set(0x70, 3)
-            set(0x24, 1); set(0x20, 1) // VERSION_1
-            set(0x70, 11)
-            for (index, d) in [rx, tx].enumerated() {
-                set(0x30, UInt32(index))
-                set(0x38, UInt32(d.size))
-                set(0x80, UInt32(d.descriptors)); set(0x84, 0)
-                set(0x90, UInt32(d.available)); set(0x94, 0)
-                set(0xA0, UInt32(d.used)); set(0xA4, 0)
-                set(0x44, 1)
-            }
-            set(0x70, 15)
+            VirtioMMIOTests.bringUp(transport, queues: [rx, tx])
         }
 
         var status: UInt32 { VirtioMMIOTests.reg(transport, 0x70) }

@@ -24,6 +24,15 @@ public final class VirtioMMIO: VirtioTransport, LateCompletionTarget {
     }
     private let state: Mutex<State>
     private let counters = Mutex(VirtioCounters())
+    /// See `handNotificationsOff(to:)`.
+    private let notificationHandoff = Mutex<(@Sendable () -> Void)?>(nil)
+
+    /// A notification written to the registers rather than caught by its ioeventfd (an
+    /// access of another width, say) arrives on a vCPU thread; with this set it is handed
+    /// to `wake` (the machine signals the device's ioeventfd) so that every queue is served
+    /// on the event loop, whose system-call filter allows what devices do there (a vsock
+    /// connecting a socket): a guest cannot make a vCPU thread do it.
+    public func handNotificationsOff(to wake: @escaping @Sendable () -> Void) { notificationHandoff.withLock { $0 = wake } }
 
     public init(device: any VirtioDevice, memory: GuestMemory, interrupt: (any InterruptSource)?) {
         self.device = device
@@ -98,7 +107,10 @@ public final class VirtioMMIO: VirtioTransport, LateCompletionTarget {
         }
         guard data.size == 4 else { return }
         let v = UInt32(truncatingIfNeeded: data.value)
-        if o == VirtioMMIO.queueNotify { notify(queue: Int(v)); return }
+        if o == VirtioMMIO.queueNotify {
+            if let hand = notificationHandoff.withLock({ $0 }) { hand() } else { notify(queue: Int(v)) }
+            return
+        }
         state.withLock { s in
             let q = s.common.configurableQueue
             switch o {

@@ -39,6 +39,15 @@ public final class VirtioPCI: VirtioTransport, PCIFunction, LateCompletionTarget
     }
     private let state: Mutex<State>
     private let counters = Mutex(VirtioCounters())
+    /// See `handNotificationsOff(to:)`.
+    private let notificationHandoff = Mutex<(@Sendable () -> Void)?>(nil)
+
+    /// A notification written to the registers rather than caught by its ioeventfd (an
+    /// access of another width, say) arrives on a vCPU thread; with this set it is handed
+    /// to `wake` (the machine signals the device's ioeventfd) so that every queue is served
+    /// on the event loop, whose system-call filter allows what devices do there (a vsock
+    /// connecting a socket): a guest cannot make a vCPU thread do it.
+    public func handNotificationsOff(to wake: @escaping @Sendable () -> Void) { notificationHandoff.withLock { $0 = wake } }
     private let barMoved = Mutex<(@Sendable (UInt64) -> Bool)?>(nil)
     private let slot = Atomic<Int>(-1)
     /// Offsets of the MSI-X and PCI-configuration-access capabilities.
@@ -206,7 +215,8 @@ public final class VirtioPCI: VirtioTransport, PCIFunction, LateCompletionTarget
         case VirtioPCI.deviceConfigOffset..<(VirtioPCI.deviceConfigOffset + VirtioPCI.deviceConfigLength):
             device.writeConfig(offset: Int(offset - VirtioPCI.deviceConfigOffset), size: data.size, value: data.value)
         case VirtioPCI.notifyOffset..<VirtioPCI.msixTableOffset:
-            notify(queue: Int((offset - VirtioPCI.notifyOffset) / VirtioPCI.notifyMultiplier))
+            if let hand = notificationHandoff.withLock({ $0 }) { hand() }
+            else { notify(queue: Int((offset - VirtioPCI.notifyOffset) / VirtioPCI.notifyMultiplier)) }
         case VirtioPCI.msixTableOffset..<VirtioPCI.msixPendingOffset:
             state.withLock { s in
                 for v in s.msix.write(offset: Int(offset - VirtioPCI.msixTableOffset), size: data.size, value: data.value) { send(&s, vector: v) }

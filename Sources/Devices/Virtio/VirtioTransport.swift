@@ -135,6 +135,9 @@ public protocol VirtioTransport: BusDevice {
     func notifyAll()
     /// Serves queue `index` for the device's own reasons (input arrived).
     func serve(queue index: Int)
+    /// From now on, a notification written to the registers calls `wake` instead of
+    /// being served on the writing (vCPU) thread.
+    func handNotificationsOff(to wake: @escaping @Sendable () -> Void)
 }
 
 /// What a transport offers its device for requests finished after `process` returned.

@@ -95,6 +95,9 @@ public final class VirtioNet: VirtioDevice {
         var statistics = Statistics()
     }
     private let state = Mutex(State())
+    /// Receive chains taken and not used yet (touched only while serving the receive
+    /// queue, under the transport's lock, and at reset).
+    private let held = Mutex(Held())
     private let receiveLimiter: RateLimitTimer
     private let transmitLimiter: RateLimitTimer
     /// Written when a pass stopped at its budget: the loop comes back for the rest.
@@ -203,6 +206,7 @@ public final class VirtioNet: VirtioDevice {
             s.features = 0
             s.pending = nil
         }
+        held.withLock { $0 = Held() }
         _ = backend.setOffloads(0)
     }
 
@@ -223,6 +227,16 @@ public final class VirtioNet: VirtioDevice {
 
     private func transmit(_ queue: inout VirtQueue, memory: GuestMemory) throws(VirtQueueError) -> Int {
         var done = 0
+        // Counted here and added once a pass.
+        var sent: UInt64 = 0, bytes: UInt64 = 0, malformed: UInt64 = 0, dropped: UInt64 = 0
+        defer {
+            state.withLock { s in
+                s.statistics.transmittedFrames &+= sent
+                s.statistics.transmittedBytes &+= bytes
+                s.statistics.malformedFrames &+= malformed
+                s.statistics.droppedFrames &+= dropped
+            }
+        }
         while done < VirtioNet.budget, let chain = try queue.pop(memory) {
             let readable = chain.readable
             let length = readable.reduce(0) { $0 + UInt64($1.length) }
@@ -230,15 +244,12 @@ public final class VirtioNet: VirtioDevice {
                 queue.undoPop()
                 return done
             }
-            let outcome = send(readable, length: length, memory: memory)
-            state.withLock { s in
-                switch outcome {
-                case .sent:
-                    s.statistics.transmittedFrames &+= 1
-                    s.statistics.transmittedBytes &+= length - UInt64(TapDevice.headerSize)
-                case .malformed: s.statistics.malformedFrames &+= 1
-                case .dropped: s.statistics.droppedFrames &+= 1
-                }
+            switch send(readable, length: length, memory: memory) {
+            case .sent:
+                sent += 1
+                bytes += length - UInt64(TapDevice.headerSize)
+            case .malformed: malformed += 1
+            case .dropped: dropped += 1
             }
             try queue.push(memory, head: chain.head, written: 0)
             done += 1
@@ -268,28 +279,26 @@ public final class VirtioNet: VirtioDevice {
     private func receive(_ queue: inout VirtQueue, memory: GuestMemory) throws(VirtQueueError) -> Int {
         let features = state.withLock { $0.features }
         let mergeable = features & Feature.mergeableReceiveBuffers != 0
-        let largest = VirtioNet.largestReceive(for: features)
+        let largest = UInt64(VirtioNet.largestReceive(for: features))
         var done = 0
         while done < VirtioNet.budget {
             let (pending, readable) = state.withLock { ($0.pending, $0.backendReadable) }
             guard pending != nil || readable else { break }
             if pending == nil { guard receiveLimiter.admit(bytes: 0) else { break } }
-            // Gather buffers for one frame: one chain, or with mergeable buffers as many
-            // as it takes to hold the largest frame (or the one waiting).
-            let wanted = UInt64(pending?.count ?? largest)
-            var chains: [DescriptorChain] = []
-            var room: UInt64 = 0
-            while room < wanted, mergeable || chains.isEmpty, let chain = try queue.pop(memory) {
-                chains.append(chain)
-                room += chain.writableLength
-            }
-            guard !chains.isEmpty else {
+            // Buffers for one frame: one chain, or with mergeable buffers as many as it
+            // takes to hold the largest frame (or the one waiting). Chains taken and not
+            // used stay held for the next frame: a small frame does not pay for taking
+            // and returning the buffers a large one would need.
+            let wanted = pending.map { UInt64($0.count) } ?? largest
+            try topUp(to: wanted, mergeable: mergeable, &queue, memory: memory)
+            let use = held.withLock { h in mergeable ? h.chains : Array(h.chains.prefix(1)) }
+            guard !use.isEmpty else {
                 state.withLock { $0.statistics.receiveStalls &+= 1 }
                 break
             }
+            let room = use.reduce(0) { $0 + $1.room }
             if let frame = pending {
                 guard room >= wanted else {
-                    queue.undoPops(chains.count)
                     if mergeable {
                         state.withLock { $0.statistics.receiveStalls &+= 1 }
                         break
@@ -298,26 +307,21 @@ public final class VirtioNet: VirtioDevice {
                     state.withLock { s in s.pending = nil; s.statistics.droppedFrames &+= 1 }
                     continue
                 }
-                try deliver(copying: frame, into: chains, queue: &queue, memory: memory)
+                try deliver(copying: frame, into: use, queue: &queue, memory: memory)
                 state.withLock { s in s.pending = nil; s.statistics.copiedFrames &+= 1 }
                 done += 1
                 continue
             }
             if room < wanted {
                 // Not room for the largest frame: read this one aside, then see.
-                queue.undoPops(chains.count)
                 guard let frame = readAside() else { break }
                 state.withLock { $0.pending = frame }
                 continue
             }
-            let writable = chains.flatMap { $0.writable }
-            let vectors: IOVectors
-            do { vectors = try memory.ioVectors(writable.map { ($0.address, UInt64($0.length)) }) }
-            catch { throw .bufferOutsideMemory(writable.first?.address.value ?? 0, room) }
-            let n = vectors.vectors.withUnsafeBufferPointer { readv(backend.fd, $0.baseAddress, Int32($0.count)) }
+            let vectors = use.count == 1 ? use[0].vectors.vectors : use.flatMap { $0.vectors.vectors }
+            let n = vectors.withUnsafeBufferPointer { readv(backend.fd, $0.baseAddress, Int32($0.count)) }
             if n < 0 {
                 let e = errno
-                queue.undoPops(chains.count)
                 if e == EINTR { continue }
                 if e == EFAULT {
                     // A frame larger than the buffers: the kernel dropped it.
@@ -327,11 +331,40 @@ public final class VirtioNet: VirtioDevice {
                 state.withLock { $0.backendReadable = false }
                 break
             }
-            try finish(n, chains: chains, queue: &queue, memory: memory)
+            try finish(n, chains: use, queue: &queue, memory: memory)
             done += 1
         }
         if done == VirtioNet.budget { comeBack() }
         return done
+    }
+
+    /// A receive chain the device has taken from the ring and not used yet, with the
+    /// host I/O vectors of its buffers.
+    struct HeldChain {
+        let chain: DescriptorChain
+        let vectors: IOVectors
+        let room: UInt64
+    }
+
+    struct Held {
+        var chains: [HeldChain] = []
+        var room: UInt64 = 0
+    }
+
+    /// Takes receive chains until those held can hold `wanted` bytes (one chain without
+    /// mergeable buffers), or the ring is empty.
+    private func topUp(to wanted: UInt64, mergeable: Bool, _ queue: inout VirtQueue, memory: GuestMemory) throws(VirtQueueError) {
+        while held.withLock({ $0.room < wanted && (mergeable || $0.chains.isEmpty) }), let chain = try queue.pop(memory) {
+            let writable = chain.writable
+            let vectors: IOVectors
+            do { vectors = try memory.ioVectors(writable.map { ($0.address, UInt64($0.length)) }) }
+            catch { throw .bufferOutsideMemory(writable.first?.address.value ?? 0, chain.writableLength) }
+            let room = UInt64(vectors.length)
+            held.withLock { h in
+                h.chains.append(HeldChain(chain: chain, vectors: vectors, room: room))
+                h.room += room
+            }
+        }
     }
 
     /// Reads one frame into the device's own buffer; nil when there is none.
@@ -346,20 +379,24 @@ public final class VirtioNet: VirtioDevice {
         }
     }
 
-    /// A frame of `n` bytes (header included) now fills `chains` in order: each gets
-    /// what fits, the header's num_buffers says how many were used, the rest go back.
-    private func finish(_ n: Int, chains: [DescriptorChain], queue: inout VirtQueue, memory: GuestMemory) throws(VirtQueueError) {
+    /// A frame of `n` bytes (header included) now fills the held chains in order: each
+    /// gets what fits, the header's num_buffers says how many were used, and those go
+    /// to the used ring (the rest stay held).
+    private func finish(_ n: Int, chains: [HeldChain], queue: inout VirtQueue, memory: GuestMemory) throws(VirtQueueError) {
         var left = UInt64(n)
         var used: [UInt32] = []
-        for chain in chains where left > 0 || used.isEmpty {
-            let here = min(left, chain.writableLength)
+        for c in chains where left > 0 || used.isEmpty {
+            let here = min(left, c.room)
             used.append(UInt32(here))
             left -= here
         }
         let count = UInt16(truncatingIfNeeded: used.count)
-        try chains[0].write([UInt8(truncatingIfNeeded: count), UInt8(truncatingIfNeeded: count >> 8)], at: 10, to: memory)
-        for (chain, written) in zip(chains, used) { try queue.push(memory, head: chain.head, written: written) }
-        queue.undoPops(chains.count - used.count)
+        try chains[0].chain.write([UInt8(truncatingIfNeeded: count), UInt8(truncatingIfNeeded: count >> 8)], at: 10, to: memory)
+        for (c, written) in zip(chains, used) { try queue.push(memory, head: c.chain.head, written: written) }
+        held.withLock { h in
+            h.chains.removeFirst(used.count)
+            h.room = h.chains.reduce(0) { $0 + $1.room }
+        }
         receiveLimiter.charge(bytes: UInt64(n))
         state.withLock { s in
             s.statistics.receivedFrames &+= 1
@@ -367,10 +404,10 @@ public final class VirtioNet: VirtioDevice {
         }
     }
 
-    private func deliver(copying frame: [UInt8], into chains: [DescriptorChain], queue: inout VirtQueue, memory: GuestMemory) throws(VirtQueueError) {
+    private func deliver(copying frame: [UInt8], into chains: [HeldChain], queue: inout VirtQueue, memory: GuestMemory) throws(VirtQueueError) {
         var rest = frame[...]
-        for chain in chains where !rest.isEmpty {
-            let n = try chain.write(rest, to: memory)
+        for c in chains where !rest.isEmpty {
+            let n = try c.chain.write(rest, to: memory)
             rest = rest.dropFirst(n)
         }
         try finish(frame.count, chains: chains, queue: &queue, memory: memory)
