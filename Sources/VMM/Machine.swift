@@ -180,6 +180,9 @@ public final class Machine: Sendable {
         stopSwitch.kickAll()
         for t in threads { t.join() }
         stopSwitch.unregisterAll()
+        // Disks unlocked, sockets closed, TAPs kept for a restart: a new machine (the
+        // guest rebooted) can take them at once.
+        for endpoint in virtio { endpoint.transport.device.release() }
         // After the last exit: nothing is pushed any more.
         tracer?.finish()
         let started = startedAt.load(ordering: .acquiring)

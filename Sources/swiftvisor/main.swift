@@ -117,7 +117,10 @@ final class Session: @unchecked Sendable {
             StandardStream.error("\r\nswiftvisor: the guest rebooted; starting it again\r\n")
             switch boot(instance.description) {
             case let .success(m): instance.replaceMachine(m); return
-            case let .failure(f): StandardStream.error("swiftvisor: \(f.message)\n")
+            case let .failure(f):
+                // The VM cannot go on: that is the VMM failing, not the guest's clean end.
+                StandardStream.error("swiftvisor: \(f.message)\n")
+                r = r.with(reason: .vmmFailure("restarting after the guest's reboot: \(f.message)"))
             }
         }
         result = r

@@ -335,9 +335,24 @@ extension CLITests {
         let kernel = TemporaryFile(bytes: CraftedImage.elf64(code: [0xB0, 0xFE, 0xE6, 0x64, 0xF4]))
         let once = try run(["run", "--kernel", kernel.path, "--memory", "64M"], input: Data())
         XCTAssertEqual(once.status, 0, "a reboot ends the VM by default")
-        let again = try run(["run", "--kernel", kernel.path, "--memory", "64M", "--on-reboot", "restart"], input: Data(), signalAfter: 1.5)
+        // With devices that hold host resources across the restart: a writable disk
+        // (locked), a vsock (its listening socket) and, as root, a TAP made in a network
+        // namespace of its own. Each new machine must get them again.
+        let disk = TemporaryFile(bytes: [UInt8](repeating: 0, count: 4096))
+        let socket = disk.path + ".vsock"
+        defer { unlink(socket) }
+        var arguments = ["run", "--kernel", kernel.path, "--memory", "64M", "--on-reboot", "restart",
+                         "--disk", disk.path, "--vsock", "cid=3,socket=\(socket)"]
+        var executable = "swiftvisor"
+        if geteuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare") {
+            // unshare execs the VMM in a new network namespace (same process: SIGINT reaches it).
+            arguments = ["--net", CLITests.binDirectory.appendingPathComponent("swiftvisor").path] + arguments + ["--net", "tap=auto"]
+            executable = "/usr/bin/unshare"
+        }
+        let again = try CLITests.launch(arguments, input: Data(), signalAfter: 1.5, executable: executable)
         XCTAssertEqual(again.status, 130, again.stderr)
         XCTAssertGreaterThanOrEqual(again.stderr.components(separatedBy: "starting it again").count - 1, 2, again.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: socket), "the vsock's socket is removed at the end")
     }
 }
 

@@ -54,8 +54,14 @@ final class SeccompTests: XCTestCase {
             let pid = try String(contentsOfFile: "\(dir)/\(name)/pid", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
             let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
             XCTAssertTrue(status.contains("Seccomp:\t\(filtered ? 2 : 0)"), status)
-            let vcpu = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task").first {
-                (try? String(contentsOfFile: "/proc/\(pid)/task/\($0)/comm", encoding: .utf8))?.hasPrefix("sv-vcpu") ?? false
+            // The vCPU thread names itself as it starts, which may be just after `run
+            // --detach` has returned on a busy machine.
+            var vcpu: String?
+            for _ in 0..<100 where vcpu == nil {
+                vcpu = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task").first {
+                    (try? String(contentsOfFile: "/proc/\(pid)/task/\($0)/comm", encoding: .utf8))?.hasPrefix("sv-vcpu") ?? false
+                }
+                if vcpu == nil { usleep(20_000) }
             }
             XCTAssertNotNil(vcpu, "a thread named sv-vcpu")
             if let vcpu {

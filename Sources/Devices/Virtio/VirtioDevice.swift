@@ -20,6 +20,10 @@ public protocol VirtioDevice: AnyObject, Sendable {
     func process(queue index: Int, _ queue: inout VirtQueue, memory: GuestMemory) throws(VirtQueueError) -> Int
     /// The driver reset the device: forget any request state.
     func reset()
+    /// The machine is done with the device (it stopped, or the guest rebooted into a new
+    /// machine that opens the same disks, sockets and TAPs): give back at once what it
+    /// holds on the host, rather than whenever the last reference goes.
+    func release()
     /// The driver set DRIVER_OK having accepted `features`: a device whose host side
     /// depends on them (virtio-net's TAP offloads) sets itself up here.
     func activate(features: UInt64)
@@ -45,6 +49,7 @@ extension VirtioDevice {
     public func eventReady(_ fd: Int32) {}
     public func triggersOnEdge(_ fd: Int32) -> Bool { false }
     public func activate(features: UInt64) {}
+    public func release() {}
     public func completeReady() {}
     public func attach(_ completer: VirtioCompleter) {}
 }

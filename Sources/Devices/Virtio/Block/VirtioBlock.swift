@@ -99,6 +99,10 @@ public final class VirtioBlock: VirtioDevice {
 
     deinit { close(fd) }
 
+    /// Unlocks the image, so that the machine a rebooting guest gets next can lock it
+    /// again (the fd stays open for whatever I/O is still in flight).
+    public func release() { flock(fd, LOCK_UN) }
+
     /// The engine serving reads and writes: "io_uring", "thread pool" or "synchronous".
     public var engine: String { backend?.engine ?? "synchronous" }
     /// The engine's completion eventfd (nil when requests are served at once).

@@ -15,6 +15,8 @@ public final class TapDevice: Sendable {
     public let fd: Int32
     /// The interface's name as the kernel has it (`tap=auto` learns it here).
     public let name: String
+    /// The name it was opened by (`svtap%d` for an unnamed VM's `tap=auto`).
+    public let requestedName: String
     /// Offloads (TUN_F_*) this host's TAP accepts: what the device may offer the guest
     /// for receiving (checksum, TSO4/6, UFO where the kernel still has it).
     public let supportedOffloads: UInt32
@@ -71,6 +73,7 @@ public final class TapDevice: Sendable {
         // Nothing is offloaded until the guest's driver says what it takes.
         _ = clinux_tun_set_offload(fd, 0)
         self.fd = fd
+        self.requestedName = name
         self.name = String(decoding: actual.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         self.supportedOffloads = supported
         self.created = !existed
@@ -90,6 +93,13 @@ public final class TapDevice: Sendable {
             let tap = try TapDevice(name: name)
             opened.withLock { $0[name] = tap }
         }
+    }
+
+    /// Keeps `tap` open for the next `open(name:)` of its name: the machine a rebooting
+    /// guest gets next takes it over (a TAP the VMM made would vanish if closed, and a
+    /// jailed VMM could not open one again).
+    public static func keepForNextMachine(_ tap: TapDevice) {
+        opened.withLock { $0[tap.requestedName] = tap }
     }
 
     /// The TAP `name`: the one opened ahead, if any (handed over once), else opened now.

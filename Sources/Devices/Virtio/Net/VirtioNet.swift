@@ -201,6 +201,11 @@ public final class VirtioNet: VirtioDevice {
         _ = backend.setOffloads(VirtioNet.offloads(for: features))
     }
 
+    /// The TAP goes to the next machine (see `TapDevice.keepForNextMachine`).
+    public func release() {
+        if let tap = backend as? TapDevice { TapDevice.keepForNextMachine(tap) }
+    }
+
     public func reset() {
         state.withLock { s in
             s.features = 0

@@ -118,6 +118,11 @@ public final class VirtioVsock: VirtioDevice {
     /// queue from inside `process`: the transport's lock is held.)
     private let moreWork: Int32
     private let completer = Mutex<VirtioCompleter?>(nil)
+    /// The listening socket's file (device and inode), so that only ours is removed:
+    /// a restarted machine's device may have put a new one at the same path.
+    private let socketFile: (UInt64, UInt64)
+    /// `release` ran: sockets closed, the file removed.
+    private let released = Mutex(false)
 
     /// Listens on `socketPath` (a stale socket file there is replaced).
     public init(guestCID: UInt64, socketPath: String) throws(Failure) {
@@ -131,6 +136,8 @@ public final class VirtioVsock: VirtioDevice {
         let l = clinux_unix_listen(socketPath, 128)
         guard l >= 0 else { throw Failure(description: "vsock: cannot listen on \(socketPath): \(String(cString: strerror(-l)))") }
         listener = l
+        var bound = stat()
+        socketFile = lstat(socketPath, &bound) == 0 ? (UInt64(bound.st_dev), UInt64(bound.st_ino)) : (0, 0)
         poller = epoll_create1(Int32(EPOLL_CLOEXEC))
         closeTimer = timerfd_create(CLOCK_MONOTONIC, Int32(TFD_CLOEXEC | TFD_NONBLOCK))
         moreWork = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
@@ -145,12 +152,21 @@ public final class VirtioVsock: VirtioDevice {
     }
 
     deinit {
-        for fd in state.withLock({ Array($0.connections.keys) }) { close(fd) }
-        close(listener)
-        unlink(socketPath)
+        release()
         close(closeTimer)
         close(moreWork)
         close(poller)
+    }
+
+    /// Closes every connection and the listener and removes the socket file (if it is
+    /// still ours): host programs see the VM's vsock go as the machine stops.
+    public func release() {
+        let first = released.withLock { r in defer { r = true }; return !r }
+        guard first else { return }
+        reset()
+        close(listener)
+        var st = stat()
+        if lstat(socketPath, &st) == 0, (UInt64(st.st_dev), UInt64(st.st_ino)) == socketFile { unlink(socketPath) }
     }
 
     public var statistics: Statistics { state.withLock { $0.statistics } }
