@@ -296,12 +296,11 @@ public final class VirtioNet: VirtioDevice {
             // and returning the buffers a large one would need.
             let wanted = pending.map { UInt64($0.count) } ?? largest
             try topUp(to: wanted, mergeable: mergeable, &queue, memory: memory)
-            let use = held.withLock { h in mergeable ? h.chains : Array(h.chains.prefix(1)) }
-            guard !use.isEmpty else {
+            let (count, room) = held.withLock { h in mergeable ? (h.chains.count, h.room) : (min(h.chains.count, 1), h.chains.first?.room ?? 0) }
+            guard count > 0 else {
                 state.withLock { $0.statistics.receiveStalls &+= 1 }
                 break
             }
-            let room = use.reduce(0) { $0 + $1.room }
             if let frame = pending {
                 guard room >= wanted else {
                     if mergeable {
@@ -312,7 +311,7 @@ public final class VirtioNet: VirtioDevice {
                     state.withLock { s in s.pending = nil; s.statistics.droppedFrames &+= 1 }
                     continue
                 }
-                try deliver(copying: frame, into: use, queue: &queue, memory: memory)
+                try deliver(copying: frame, chains: count, queue: &queue, memory: memory)
                 state.withLock { s in s.pending = nil; s.statistics.copiedFrames &+= 1 }
                 done += 1
                 continue
@@ -323,8 +322,11 @@ public final class VirtioNet: VirtioDevice {
                 state.withLock { $0.pending = frame }
                 continue
             }
-            let vectors = use.count == 1 ? use[0].vectors.vectors : use.flatMap { $0.vectors.vectors }
-            let n = vectors.withUnsafeBufferPointer { readv(backend.fd, $0.baseAddress, Int32($0.count)) }
+            // Straight into the held buffers: their vectors are kept ready, flat.
+            let n = held.withLock { h in
+                let vectors = mergeable ? h.vectors.count : h.chains[0].vectorCount
+                return h.vectors.withUnsafeBufferPointer { readv(backend.fd, $0.baseAddress, Int32(vectors)) }
+            }
             if n < 0 {
                 let e = errno
                 if e == EINTR { continue }
@@ -336,24 +338,38 @@ public final class VirtioNet: VirtioDevice {
                 state.withLock { $0.backendReadable = false }
                 break
             }
-            try finish(n, chains: use, queue: &queue, memory: memory)
+            try finish(n, queue: &queue, memory: memory)
             done += 1
         }
         if done == VirtioNet.budget { comeBack() }
         return done
     }
 
-    /// A receive chain the device has taken from the ring and not used yet, with the
-    /// host I/O vectors of its buffers.
+    /// A receive chain the device has taken from the ring and not used yet.
     struct HeldChain {
         let chain: DescriptorChain
-        let vectors: IOVectors
         let room: UInt64
+        /// How many of `Held.vectors` are its buffers'.
+        let vectorCount: Int
     }
 
     struct Held {
         var chains: [HeldChain] = []
         var room: UInt64 = 0
+        /// The host I/O vectors of every held chain's buffers, in order and flat, ready
+        /// for `readv`: a frame costs no gathering.
+        var vectors: [iovec] = []
+        /// Keeps guest memory (where `vectors` point) alive while any are held.
+        var memory: IOVectors?
+
+        /// The first `count` chains are used: they go, with their vectors.
+        mutating func drop(_ count: Int) {
+            let vectorCount = chains.prefix(count).reduce(0) { $0 + $1.vectorCount }
+            vectors.removeFirst(vectorCount)
+            for c in chains.prefix(count) { room -= c.room }
+            chains.removeFirst(count)
+            if chains.isEmpty { memory = nil }
+        }
     }
 
     /// Takes receive chains until those held can hold `wanted` bytes (one chain without
@@ -366,7 +382,9 @@ public final class VirtioNet: VirtioDevice {
             catch { throw .bufferOutsideMemory(writable.first?.address.value ?? 0, chain.writableLength) }
             let room = UInt64(vectors.length)
             held.withLock { h in
-                h.chains.append(HeldChain(chain: chain, vectors: vectors, room: room))
+                h.chains.append(HeldChain(chain: chain, room: room, vectorCount: vectors.vectors.count))
+                h.vectors += vectors.vectors
+                h.memory = vectors
                 h.room += room
             }
         }
@@ -387,21 +405,22 @@ public final class VirtioNet: VirtioDevice {
     /// A frame of `n` bytes (header included) now fills the held chains in order: each
     /// gets what fits, the header's num_buffers says how many were used, and those go
     /// to the used ring (the rest stay held).
-    private func finish(_ n: Int, chains: [HeldChain], queue: inout VirtQueue, memory: GuestMemory) throws(VirtQueueError) {
+    private func finish(_ n: Int, queue: inout VirtQueue, memory: GuestMemory) throws(VirtQueueError) {
         var left = UInt64(n)
-        var used: [UInt32] = []
-        for c in chains where left > 0 || used.isEmpty {
-            let here = min(left, c.room)
-            used.append(UInt32(here))
-            left -= here
+        var used: [(head: UInt16, written: UInt32)] = []
+        var first: DescriptorChain?
+        held.withLock { h in
+            for c in h.chains where left > 0 || used.isEmpty {
+                let here = min(left, c.room)
+                used.append((c.chain.head, UInt32(here)))
+                left -= here
+            }
+            first = h.chains.first?.chain
+            h.drop(used.count)
         }
         let count = UInt16(truncatingIfNeeded: used.count)
-        try chains[0].chain.write([UInt8(truncatingIfNeeded: count), UInt8(truncatingIfNeeded: count >> 8)], at: 10, to: memory)
-        for (c, written) in zip(chains, used) { try queue.push(memory, head: c.chain.head, written: written) }
-        held.withLock { h in
-            h.chains.removeFirst(used.count)
-            h.room = h.chains.reduce(0) { $0 + $1.room }
-        }
+        try first?.write([UInt8(truncatingIfNeeded: count), UInt8(truncatingIfNeeded: count >> 8)], at: 10, to: memory)
+        for u in used { try queue.push(memory, head: u.head, written: u.written) }
         receiveLimiter.charge(bytes: UInt64(n))
         state.withLock { s in
             s.statistics.receivedFrames &+= 1
@@ -409,12 +428,14 @@ public final class VirtioNet: VirtioDevice {
         }
     }
 
-    private func deliver(copying frame: [UInt8], into chains: [HeldChain], queue: inout VirtQueue, memory: GuestMemory) throws(VirtQueueError) {
+    /// A frame read aside goes into the first `count` held chains.
+    private func deliver(copying frame: [UInt8], chains count: Int, queue: inout VirtQueue, memory: GuestMemory) throws(VirtQueueError) {
+        let chains = held.withLock { Array($0.chains.prefix(count)) }
         var rest = frame[...]
         for c in chains where !rest.isEmpty {
             let n = try c.chain.write(rest, to: memory)
             rest = rest.dropFirst(n)
         }
-        try finish(frame.count, chains: chains, queue: &queue, memory: memory)
+        try finish(frame.count, queue: &queue, memory: memory)
     }
 }
