@@ -150,6 +150,17 @@ static inline int clinux_tun_set_offload(int fd, unsigned flags) {
 static inline int clinux_tun_set_header_size(int fd, int size) {
     return ioctl(fd, 0x400454d8 /* TUNSETVNETHDRSZ */, &size) == 0 ? 0 : -errno;
 }
+/// Whether interface `name` exists in this thread's network namespace (SIOCGIFINDEX on
+/// a socket made here: /sys may show another namespace's). 1, 0, or -errno.
+static inline int clinux_interface_exists(const char *name) {
+    int s = (int)syscall(SYS_socket, 2 /* AF_INET */, 2 /* SOCK_DGRAM */ | 02000000 /* SOCK_CLOEXEC */, 0);
+    if (s < 0) return -errno;
+    struct clinux_ifreq r = { 0 };
+    for (int i = 0; i < 15 && name[i]; i++) r.name[i] = name[i];
+    int result = ioctl(s, 0x8933 /* SIOCGIFINDEX */, &r) == 0 ? 1 : (errno == ENODEV ? 0 : -errno);
+    close(s);
+    return result;
+}
 /// Sets IFF_UP on interface `name` (a TAP the VMM created for `tap=auto`).
 static inline int clinux_interface_up(const char *name) {
     int s = (int)syscall(SYS_socket, 2 /* AF_INET */, 2 /* SOCK_DGRAM */ | 02000000 /* SOCK_CLOEXEC */, 0);

@@ -36,7 +36,8 @@ public final class TapDevice: Sendable {
         guard name.utf8.count <= 15, !name.utf8.contains(0), !name.contains("/") else {
             throw Failure(description: "TAP name '\(name)' is not an interface name (at most 15 bytes, no '/')")
         }
-        let existed = access("/sys/class/net/\(name)", F_OK) == 0
+        // A name with %d (the kernel numbers it) never names an existing interface.
+        let existed = !name.contains("%") && clinux_interface_exists(name) == 1
         let fd = Glibc.open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC)
         guard fd >= 0 else {
             let e = errno
