@@ -56,21 +56,30 @@ public struct DescriptorChain: Sendable, Equatable {
     /// (a field inside a header already received there); returns how many fit.
     @discardableResult
     public func write(_ bytes: [UInt8], at offset: UInt64, to memory: GuestMemory) throws(VirtQueueError) -> Int {
-        var skip = offset
         var rest = bytes[...]
-        var written = 0
-        for b in writable where !rest.isEmpty {
+        for r in DescriptorChain.ranges(of: writable, from: offset, count: UInt64(bytes.count)) {
+            let n = Int(r.length)
+            do { try memory.write(bytes: rest.prefix(n), at: r.address) }
+            catch { throw .bufferOutsideMemory(r.address.value, r.length) }
+            rest = rest.dropFirst(n)
+        }
+        return bytes.count - rest.count
+    }
+
+    /// The guest ranges of `buffers` from `offset` bytes into them on, at most `count`
+    /// bytes: where a payload after a header lies (for I/O vectors, or a write).
+    public static func ranges(of buffers: [Buffer], from offset: UInt64, count: UInt64) -> [(address: GuestAddress, length: UInt64)] {
+        var skip = offset, left = count
+        var out: [(address: GuestAddress, length: UInt64)] = []
+        for b in buffers where left > 0 {
             let length = UInt64(b.length)
             if skip >= length { skip -= length; continue }
-            let n = min(Int(length - skip), rest.count)
-            let at = GuestAddress(b.address.value + skip)
-            do { try memory.write(bytes: rest.prefix(n), at: at) }
-            catch { throw .bufferOutsideMemory(at.value, UInt64(n)) }
+            let n = min(length - skip, left)
+            out.append((GuestAddress(b.address.value + skip), n))
+            left -= n
             skip = 0
-            rest = rest.dropFirst(n)
-            written += n
         }
-        return written
+        return out
     }
 
     /// Writes `bytes` into `buffers` in order (a device that keeps the last byte for its

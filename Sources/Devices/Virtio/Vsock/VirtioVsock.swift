@@ -506,28 +506,13 @@ public final class VirtioVsock: VirtioDevice {
     private func deliverToHost(_ length: UInt32, chain: DescriptorChain, memory: GuestMemory, _ c: inout Connection, _ s: inout State) {
         guard length > 0 else { return }
         var written = 0
-        if c.pendingToHost.isEmpty, let vectors = try? memory.ioVectors(VirtioVsock.ranges(of: chain.readable, from: UInt64(VsockHeader.size), count: UInt64(length))) {
+        if c.pendingToHost.isEmpty, let vectors = try? memory.ioVectors(DescriptorChain.ranges(of: chain.readable, from: UInt64(VsockHeader.size), count: UInt64(length))) {
             let n = vectors.vectors.withUnsafeBufferPointer { writev(c.fd, $0.baseAddress, Int32($0.count)) }
             if n > 0 { written = n; forwarded(n, &c, &s) }
         }
         if written < Int(length), let rest = try? chain.readBytes(from: UInt64(VsockHeader.size + written), count: UInt64(Int(length) - written), memory: memory) {
             c.pendingToHost += rest
         }
-    }
-
-    /// The byte ranges of `buffers` from `offset` on, at most `count` bytes.
-    static func ranges(of buffers: [DescriptorChain.Buffer], from offset: UInt64, count: UInt64) -> [(address: GuestAddress, length: UInt64)] {
-        var skip = offset, left = count
-        var out: [(address: GuestAddress, length: UInt64)] = []
-        for b in buffers where left > 0 {
-            let length = UInt64(b.length)
-            if skip >= length { skip -= length; continue }
-            let n = min(length - skip, left)
-            out.append((GuestAddress(b.address.value + skip), n))
-            left -= n
-            skip = 0
-        }
-        return out
     }
 
     private func receive(_ queue: inout VirtQueue, memory: GuestMemory) throws(VirtQueueError) -> Int {
@@ -597,7 +582,7 @@ public final class VirtioVsock: VirtioDevice {
         let room = chain.writableLength
         guard room > UInt64(VsockHeader.size) else { return .unusable }
         let want = min(room - UInt64(VsockHeader.size), UInt64(c.guestCredit), UInt64(VirtioVsock.maximumPayload))
-        guard let vectors = try? memory.ioVectors(VirtioVsock.ranges(of: chain.writable, from: UInt64(VsockHeader.size), count: want)) else { return .unusable }
+        guard let vectors = try? memory.ioVectors(DescriptorChain.ranges(of: chain.writable, from: UInt64(VsockHeader.size), count: want)) else { return .unusable }
         let n = vectors.vectors.withUnsafeBufferPointer { readv(fd, $0.baseAddress, Int32($0.count)) }
         if n > 0 {
             var h = header(c, .readWrite)
