@@ -27,7 +27,7 @@ public enum ProcessExitCode {
     public static func forStop(_ reason: StopReason) -> Int32 {
         switch reason {
         case let .exitPort(code): code
-        case .powerOff, .reset, .halted: success
+        case .powerOff, .reset, .halted, .snapshotted: success
         case .hostStop: hostStop
         case .tripleFault, .guestFailure: guestFailure
         case .timeLimit: timeLimit
@@ -44,6 +44,7 @@ public enum ProcessExitCode {
         case .kvm, .memory, .device: vmmFailure
         case .boot: badImage
         case let .file(_, _, missing): missing ? fileNotFound : badImage
+        case let .snapshot(e): e.kind == .failed ? vmmFailure : badImage
         }
     }
 }

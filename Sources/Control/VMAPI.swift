@@ -12,6 +12,8 @@ import VMM
 ///                        created VM, resumes a paused one and wakes a suspended one
 ///     POST /vm/actions   {"action": "start"}: boot a created VM (InstanceStart);
 ///                        {"action": "power-button"}: ask the guest to shut down
+///     PUT  /vm/snapshot  {"path": DIR, "stop": false}: pause, save the VM into the new
+///                        folder DIR (SnapshotFolder), then resume it (or stop it)
 ///
 /// The handler only translates: the VM instance and its machine do the work.
 public struct VMAPI: Sendable {
@@ -32,7 +34,7 @@ public struct VMAPI: Sendable {
         }
     }
 
-    static let resources = ["/vm", "/vm/stats", "/vm/config", "/vm/state", "/vm/actions"]
+    static let resources = ["/vm", "/vm/stats", "/vm/config", "/vm/state", "/vm/actions", "/vm/snapshot"]
 
     func route(_ r: HTTPRequest) throws(HTTPError) -> HTTPResponse {
         let path = r.path.split(separator: "?").first.map(String.init) ?? r.path
@@ -49,6 +51,8 @@ public struct VMAPI: Sendable {
             return try changeState(r.json())
         case ("POST", "/vm/actions"), ("PUT", "/vm/actions"):
             return try act(r.json())
+        case ("PUT", "/vm/snapshot"):
+            return try snapshot(r.json())
         case (_, _) where VMAPI.resources.contains(path):
             throw HTTPError(status: 405, message: "\(r.method) is not allowed on \(path)")
         default:
@@ -209,6 +213,35 @@ public struct VMAPI: Sendable {
             throw HTTPError(status: 400, message: "unknown state \"\(wanted)\" (running, paused or stopped)")
         }
         return HTTPResponse(status: 200, body: .object([("state", .string(vm.stateName))]))
+    }
+
+    /// Takes a snapshot: the VM is paused for it (a paused one stays paused), and
+    /// resumed after unless `stop` asks to end it there.
+    func snapshot(_ body: JSONValue) throws(HTTPError) -> HTTPResponse {
+        guard let fields = body.fields, let path = body["path"]?.string, fields.allSatisfy({ $0.0 == "path" || $0.0 == "stop" }) else {
+            throw HTTPError(status: 400, message: "expected {\"path\": \"/absolute/new/folder\", \"stop\": false}")
+        }
+        let stop: Bool
+        switch body["stop"] {
+        case nil: stop = false
+        case let v?:
+            guard let b = v.bool else { throw HTTPError(status: 400, message: "\"stop\" must be true or false") }
+            stop = b
+        }
+        let now = vm.stateName
+        guard let machine = vm.machine, now == "running" || now == "paused" else {
+            throw HTTPError(status: 409, message: "cannot snapshot a VM that is \(now)")
+        }
+        let wasPaused = now == "paused"
+        if !wasPaused { guard machine.pause() else { throw HTTPError(status: 503, message: "the vCPUs did not stop in time") } }
+        let summary: SnapshotFolder.Summary
+        do { summary = try SnapshotFolder.write(machine, description: vm.description, to: path) }
+        catch {
+            if !wasPaused { machine.resume() }
+            throw HTTPError(status: error.kind == .unsupported ? 409 : 400, message: error.description)
+        }
+        if stop { machine.requestStop(.snapshotted) } else if !wasPaused { machine.resume() }
+        return HTTPResponse(status: 200, body: summary.json)
     }
 
     func act(_ body: JSONValue) throws(HTTPError) -> HTTPResponse {

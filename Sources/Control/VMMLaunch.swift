@@ -10,7 +10,7 @@ import VMM
 /// public command line.
 ///
 ///     {"vm": {...VMDescription...}, "stateDir": "/run/swiftvisor", "detached": false,
-///      "start": true, "stats": false, "json": false}
+///      "start": true, "stats": false, "json": false, "restore": "/path/to/snapshot"}
 public struct VMMLaunch: Equatable, Sendable, Decodable {
     public var vm: VMDescription
     /// A named VM (vm.name set) lives here: pid, result, API and console sockets.
@@ -25,9 +25,13 @@ public struct VMMLaunch: Equatable, Sendable, Decodable {
     public var json: Bool
     /// List every device on stderr once the machine is built (`run --verbose`).
     public var verbose: Bool
+    /// A snapshot's folder: the first boot restores it instead of booting `vm` (which
+    /// is the snapshot's description, perhaps renamed).
+    public var restore: String?
 
     public init(vm: VMDescription, stateDirectory: String? = nil, detached: Bool = false, start: Bool = true, stats: Bool = false, json: Bool = false,
-                verbose: Bool = false) {
+                verbose: Bool = false, restore: String? = nil) {
+        self.restore = restore
         self.vm = vm
         self.stateDirectory = stateDirectory
         self.detached = detached
@@ -37,7 +41,7 @@ public struct VMMLaunch: Equatable, Sendable, Decodable {
         self.verbose = verbose
     }
 
-    enum Keys: String, CodingKey, CaseIterable { case vm, stateDir, detached, start, stats, json, verbose }
+    enum Keys: String, CodingKey, CaseIterable { case vm, stateDir, detached, start, stats, json, verbose, restore }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: Keys.self)
@@ -48,6 +52,7 @@ public struct VMMLaunch: Equatable, Sendable, Decodable {
         stats = try c.decodeIfPresent(Bool.self, forKey: .stats) ?? false
         json = try c.decodeIfPresent(Bool.self, forKey: .json) ?? false
         verbose = try c.decodeIfPresent(Bool.self, forKey: .verbose) ?? false
+        restore = try c.decodeIfPresent(String.self, forKey: .restore)
     }
 
     public var jsonValue: JSONValue {
@@ -55,6 +60,7 @@ public struct VMMLaunch: Equatable, Sendable, Decodable {
         if let stateDirectory { o.append(("stateDir", .string(stateDirectory))) }
         o += [("detached", .bool(detached)), ("start", .bool(start)), ("stats", .bool(stats)), ("json", .bool(json))]
         if verbose { o.append(("verbose", .bool(true))) }
+        if let restore { o.append(("restore", .string(restore))) }
         return .object(o)
     }
 

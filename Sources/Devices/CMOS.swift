@@ -135,3 +135,20 @@ public final class CMOS: BusDevice {
         }
     }
 }
+
+extension CMOS: StatefulDevice {
+    /// The index and the 128 bytes of CMOS RAM; the clock registers follow the host's
+    /// time, so a restored guest reads the time of the restore, as a PC's RTC would.
+    public func saveState(into w: inout StateWriter) {
+        let s = state.withLock { $0 }
+        w.put(s.index)
+        w.put(bytes: s.ram)
+    }
+
+    public func restoreState(from r: inout StateReader) throws(StateError) {
+        let index: UInt8 = try r.get()
+        let ram = try r.getBytes(limit: 128)
+        guard ram.count == 128 else { throw StateError("CMOS RAM of \(ram.count) bytes, not 128") }
+        state.withLock { $0 = State(index: index, ram: ram) }
+    }
+}

@@ -13,3 +13,9 @@ public final class DebugExit: BusDevice {
         power.guestExit(code: Int32(bitPattern: UInt32(truncatingIfNeeded: data.value)))
     }
 }
+
+/// Nothing to save: every write acts at once.
+extension DebugExit: StatefulDevice {
+    public func saveState(into w: inout StateWriter) {}
+    public func restoreState(from r: inout StateReader) throws(StateError) {}
+}

@@ -16,3 +16,9 @@ public final class ExitPort: BusDevice {
         power.guestExit(code: Int32(data.byte))
     }
 }
+
+/// Nothing to save: every write acts at once.
+extension ExitPort: StatefulDevice {
+    public func saveState(into w: inout StateWriter) {}
+    public func restoreState(from r: inout StateReader) throws(StateError) {}
+}

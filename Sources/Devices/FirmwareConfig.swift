@@ -55,3 +55,18 @@ public final class FirmwareConfig: BusDevice {
         cursor.withLock { $0 = Cursor(key: UInt16(truncatingIfNeeded: data.value), offset: 0) }
     }
 }
+
+extension FirmwareConfig: StatefulDevice {
+    /// The selected item and how far the guest has read it; the items themselves are
+    /// rebuilt from the machine's configuration.
+    public func saveState(into w: inout StateWriter) {
+        let c = cursor.withLock { $0 }
+        w.put(c.key); w.put(UInt64(c.offset))
+    }
+
+    public func restoreState(from r: inout StateReader) throws(StateError) {
+        let key: UInt16 = try r.get(), offset: UInt64 = try r.get()
+        guard offset <= UInt64(Int32.max) else { throw StateError("fw_cfg offset \(offset) is out of range") }
+        cursor.withLock { $0 = Cursor(key: key, offset: Int(offset)) }
+    }
+}

@@ -76,3 +76,24 @@ public final class I8042: BusDevice {
         if reset { power.guestReset() }
     }
 }
+
+extension I8042: StatefulDevice {
+    public func saveState(into w: inout StateWriter) {
+        let s = state.withLock { $0 }
+        w.put(bytes: s.output)
+        w.put(s.commandByte)
+        w.put(s.pending != nil); w.put(s.pending ?? 0)
+        w.put(s.lastWasCommand)
+    }
+
+    public func restoreState(from r: inout StateReader) throws(StateError) {
+        var s = State()
+        s.output = try r.getBytes(limit: I8042.outputCapacity)
+        s.commandByte = try r.get()
+        let hasPending = try r.getBool(), pending: UInt8 = try r.get()
+        s.pending = hasPending ? pending : nil
+        s.lastWasCommand = try r.getBool()
+        let restored = s
+        state.withLock { $0 = restored }
+    }
+}

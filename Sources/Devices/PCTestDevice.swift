@@ -90,3 +90,18 @@ public final class PCTestDevice: BusDevice {
         }
     }
 }
+
+extension PCTestDevice: StatefulDevice {
+    public func saveState(into w: inout StateWriter) {
+        let s = state.withLock { $0 }
+        w.put(s.scratch)
+        w.put(bytes: s.memory)
+    }
+
+    public func restoreState(from r: inout StateReader) throws(StateError) {
+        let scratch: UInt32 = try r.get()
+        let memory = try r.getBytes(limit: Int(PCTestDevice.mmioSize))
+        guard memory.count == Int(PCTestDevice.mmioSize) else { throw StateError("pc-testdev memory of \(memory.count) bytes") }
+        state.withLock { $0 = State(scratch: scratch, memory: memory) }
+    }
+}

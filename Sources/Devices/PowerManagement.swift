@@ -21,14 +21,15 @@ public final class PowerManagement: PowerButtonDevice {
     static let wakeBit: UInt16 = 1 << 15
     private struct Registers { var status: UInt16 = 0; var enable: UInt16 = 0; var control: UInt16 = 1 } // SCI_EN: ACPI mode
     private let registers = Mutex(Registers())
-    private let started: UInt64
+    /// When the PM timer read 0 (moved by a restore, so the timer goes on from its saved value).
+    private let started: Atomic<UInt64>
 
     public init(power: any PowerControl, s5SleepType: UInt16, s3SleepType: UInt16? = nil, sci: (any InterruptSource)? = nil) {
         self.power = power
         self.sci = sci
         self.s5SleepType = s5SleepType
         self.s3SleepType = s3SleepType
-        started = PowerManagement.now()
+        started = Atomic(PowerManagement.now())
     }
 
     static func now() -> UInt64 {
@@ -39,7 +40,7 @@ public final class PowerManagement: PowerButtonDevice {
 
     /// The PM timer's value now.
     public var timer: UInt32 {
-        let ns = PowerManagement.now() - started
+        let ns = PowerManagement.now() &- started.load(ordering: .relaxed)
         // ticks = ns * f / 1e9, split to avoid overflow for long uptimes.
         let ticks = (ns / 1_000_000_000) * PowerManagement.timerFrequency + (ns % 1_000_000_000) * PowerManagement.timerFrequency / 1_000_000_000
         return UInt32(truncatingIfNeeded: ticks)
@@ -109,6 +110,26 @@ public final class PowerManagement: PowerButtonDevice {
             if sleepEnable && sleepType == s5SleepType { power.guestPowerOff() }
             if sleepEnable, let s3SleepType, sleepType == s3SleepType { power.guestSuspend() }
         default: break
+        }
+    }
+}
+
+extension PowerManagement: StatefulDevice {
+    /// PM1 status, enable and control, and how far the PM timer has run (it goes on
+    /// from there after a restore, never backwards).
+    public func saveState(into w: inout StateWriter) {
+        let r = registers.withLock { $0 }
+        w.put(r.status); w.put(r.enable); w.put(r.control)
+        w.put(PowerManagement.now() &- started.load(ordering: .relaxed))
+    }
+
+    public func restoreState(from reader: inout StateReader) throws(StateError) {
+        let restored = Registers(status: try reader.get(), enable: try reader.get(), control: try reader.get())
+        let elapsed: UInt64 = try reader.get()
+        started.store(PowerManagement.now() &- elapsed, ordering: .relaxed)
+        registers.withLock { r in
+            r = restored
+            updateSCI(r)
         }
     }
 }

@@ -160,3 +160,24 @@ public final class Serial8250: ConsoleDevice {
         (s.ier & ierRx != 0 && s.rxCount > 0) || (s.ier & ierThr != 0 && s.thrEmptyPending)
     }
 }
+
+extension Serial8250: StatefulDevice {
+    public func saveState(into w: inout StateWriter) {
+        let s = state.withLock { $0 }
+        w.put(s.ier); w.put(s.lcr); w.put(s.mcr); w.put(s.scratch); w.put(s.divisor)
+        w.put(s.fifoEnabled); w.put(s.thrEmptyPending); w.put(s.overrun)
+        w.put(bytes: s.rx[s.rxHead...])
+    }
+
+    public func restoreState(from r: inout StateReader) throws(StateError) {
+        var s = State()
+        s.ier = try r.get(); s.lcr = try r.get(); s.mcr = try r.get(); s.scratch = try r.get(); s.divisor = try r.get()
+        s.fifoEnabled = try r.getBool(); s.thrEmptyPending = try r.getBool(); s.overrun = try r.getBool()
+        s.rx = try r.getBytes(limit: Serial8250.rxCapacity)
+        let restored = s
+        state.withLock { s in
+            s = restored
+            interrupt?.setLevel(Serial8250.interruptPending(s))
+        }
+    }
+}

@@ -158,6 +158,77 @@ public final class GuestMemory: Sendable {
         mprotect(p, 0x1000, PROT_READ | PROT_WRITE)
     }
 
+    /// The regions laid end to end, as a snapshot's memory file holds them: region i
+    /// at the sum of the sizes before it.
+    public var fileLayout: [(start: UInt64, size: UInt64, fileOffset: UInt64)] {
+        var offset: UInt64 = 0
+        return regions.map { r in defer { offset += r.size }; return (r.start.value, r.size, offset) }
+    }
+
+    /// Maps guest RAM of `ranges` copy-on-write from a snapshot's memory file (laid out
+    /// as `fileLayout`): nothing is read until the guest touches it.
+    public convenience init(ranges: [(start: UInt64, size: UInt64)], privateFile fd: Int32) throws(GuestMemoryError) {
+        var made: [MemoryRegion] = []
+        var offset: UInt64 = 0
+        for r in ranges {
+            guard offset <= UInt64(Int64.max) else { throw .invalidRegion(start: GuestAddress(r.start), size: r.size) }
+            made.append(try MemoryRegion(start: GuestAddress(r.start), size: r.size, backing: .privateFile(fd: fd, offset: Int64(offset))))
+            offset += r.size
+        }
+        try self.init(regions: made)
+    }
+
+    /// Writes all of guest RAM to `fd` (an empty file) as `fileLayout` lays it out, as
+    /// a sparse file: pages of zeros are holes, so a guest that touched 10 MiB of 4 GiB
+    /// costs 10 MiB of disk, and anonymous pages the host never backed are not even
+    /// read (`mincore`). Returns the bytes actually written.
+    public func save(to fd: Int32) throws(GuestMemoryError) -> UInt64 {
+        let page = 4096
+        var vec = [UInt8](repeating: 0, count: 1 << 16)
+        var written: UInt64 = 0
+        for (region, layout) in zip(regions, fileLayout) {
+            let window = page << 16
+            var offset = 0
+            let size = Int(region.size)
+            while offset < size {
+                let length = min(window, size - offset)
+                let pages = (length + page - 1) / page
+                let base = region.host + offset
+                if region.isAnonymous {
+                    guard mincore(base, length, &vec) == 0 else { throw .fileFailed(operation: "mincore", errno: errno) }
+                }
+                // Runs of pages that hold something, each written with one pwrite.
+                var i = 0
+                while i < pages {
+                    func holdsData(_ i: Int) -> Bool {
+                        if region.isAnonymous && vec[i] & 1 == 0 { return false }
+                        let p = (base + i * page).assumingMemoryBound(to: UInt64.self)
+                        let words = min(page, length - i * page) / 8
+                        for w in 0..<words where p[w] != 0 { return true }
+                        return false
+                    }
+                    guard holdsData(i) else { i += 1; continue }
+                    var j = i + 1
+                    while j < pages && holdsData(j) { j += 1 }
+                    let runStart = i * page, runLength = min(j * page, length) - runStart
+                    var done = 0
+                    while done < runLength {
+                        let n = pwrite(fd, base + runStart + done, runLength - done, off_t(layout.fileOffset) + off_t(offset + runStart + done))
+                        if n < 0 && errno == EINTR { continue }
+                        guard n > 0 else { throw .fileFailed(operation: "write", errno: n < 0 ? errno : EIO) }
+                        done += n
+                    }
+                    written += UInt64(runLength)
+                    i = j
+                }
+                offset += length
+            }
+        }
+        // The holes at the end: the file is as long as guest RAM.
+        guard ftruncate(fd, off_t(size)) == 0 else { throw .fileFailed(operation: "ftruncate", errno: errno) }
+        return written
+    }
+
     /// Pages actually backed by host memory (`mincore`), to tell guest memory apart
     /// from the VMM's own in resident-size figures. Asked 256 MiB at a time, so that
     /// the question costs 64 KiB of the VMM's memory whatever the guest's size (a

@@ -13,6 +13,8 @@ public final class MemoryRegion: @unchecked Sendable {
     @usableFromInline let host: UnsafeMutableRawPointer
     /// Whether the mapping is made of reserved 2 MiB huge pages (hugetlbfs).
     public let hugeTLB: Bool
+    /// Anonymous memory: a page the host has never backed reads as zeros.
+    public let isAnonymous: Bool
 
     /// Where the memory comes from.
     public enum Backing: Sendable {
@@ -22,6 +24,10 @@ public final class MemoryRegion: @unchecked Sendable {
         /// A shared mapping of `fd` from `offset` (e.g. a memfd for snapshots or
         /// vhost-user): writes reach the file.
         case file(fd: Int32, offset: Int64)
+        /// A private (copy-on-write) mapping of `fd` from `offset`: pages are read from
+        /// the file on first touch and the guest's writes stay in this process. How a
+        /// snapshot's memory file comes back, at a cost that does not grow with its size.
+        case privateFile(fd: Int32, offset: Int64)
     }
 
     /// How anonymous guest RAM is backed (`run --hugepages`, `--mergeable`).
@@ -65,6 +71,8 @@ public final class MemoryRegion: @unchecked Sendable {
             }
         case let .file(fd, offset):
             p = mmap(nil, Int(size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, Int(offset))
+        case let .privateFile(fd, offset):
+            p = mmap(nil, Int(size), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, Int(offset))
         }
         guard let p, p != MAP_FAILED else { throw .mapFailed(size: size, errno: Glibc.errno) }
         // A child the VMM forks (a helper, a jail's supervisor) must neither copy guest
@@ -76,6 +84,7 @@ public final class MemoryRegion: @unchecked Sendable {
         self.size = size
         self.host = p
         self.hugeTLB = huge
+        if case .anonymous = backing { isAnonymous = true } else { isAnonymous = false }
     }
 
     deinit { munmap(host, Int(size)) }

@@ -84,6 +84,20 @@ public final class KVMSystem: Sendable {
         }
     }
 
+    /// `KVM_GET_MSR_INDEX_LIST`: the MSRs KVM says a VMM must save and restore to
+    /// move a vCPU (api.rst).
+    public func msrIndexList() throws(KVMError) -> [UInt32] {
+        var capacity = 256
+        while true {
+            var buffer = [UInt32](repeating: 0, count: capacity + 1)
+            buffer[0] = UInt32(capacity)
+            let r = buffer.withUnsafeMutableBytes { ckvm_ioctl_ptr(fd.rawValue, CKVM_GET_MSR_INDEX_LIST, $0.baseAddress) }
+            if r == 0 { return Array(buffer[1...].prefix(Int(min(buffer[0], UInt32(capacity))))) }
+            if Glibc.errno == E2BIG && capacity < 16384 { capacity = max(capacity * 2, Int(buffer[0])); continue }
+            throw KVMError.last("KVM_GET_MSR_INDEX_LIST")
+        }
+    }
+
     /// `KVM_CREATE_VM` (machine type 0: the default x86 VM).
     public func createVM() throws(KVMError) -> VMFileDescriptor {
         let r = ckvm_ioctl_val(fd.rawValue, CKVM_CREATE_VM, 0)

@@ -13,6 +13,12 @@ public typealias Segment = kvm_segment
 public typealias FPUState = kvm_fpu
 /// Pending and injected exceptions, interrupts and NMIs (`struct kvm_vcpu_events`).
 public typealias VCPUEvents = kvm_vcpu_events
+/// The local APIC's register page (`struct kvm_lapic_state`, 1 KiB).
+public typealias LAPICState = kvm_lapic_state
+/// DR0-DR3, DR6, DR7 (`struct kvm_debugregs`).
+public typealias DebugRegisters = kvm_debugregs
+/// The extended control registers, XCR0 above all (`struct kvm_xcrs`).
+public typealias ExtendedControlRegisters = kvm_xcrs
 
 /// A vCPU fd from `KVM_CREATE_VCPU` and its mapped `kvm_run` page, both owned here
 /// and released once.
@@ -29,6 +35,8 @@ public final class VCPU: @unchecked Sendable {
     let vm: VMFileDescriptor
     /// The guest's supported XCR0 (CPUID leaf 0xD), learnt from `setCPUID`.
     private let permittedXSaveComponents = Atomic<UInt64>(XSaveArea.legacyComponents)
+    /// What `setCPUID` last gave KVM: what a snapshot records as the guest's CPUID.
+    private let assignedCPUID = Mutex<[CPUIDEntry]>([])
 
     init(fd: FileDescriptor, id: Int, mmapSize: Int, vm: VMFileDescriptor) throws(KVMError) {
         let p = mmap(nil, mmapSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd.rawValue, 0)
@@ -240,9 +248,28 @@ public final class VCPU: @unchecked Sendable {
         guard buffer.withHeader({ ckvm_ioctl_ptr(fd.rawValue, CKVM_SET_CPUID2, $0) }) == 0 else {
             throw KVMError.last("KVM_SET_CPUID2")
         }
+        assignedCPUID.withLock { $0 = entries }
         if let leaf = entries.first(where: { $0.function == 0xD && $0.index == 0 }) {
             let supported = UInt64(leaf.eax) | UInt64(leaf.edx) << 32
             permittedXSaveComponents.store(supported | XSaveArea.legacyComponents, ordering: .relaxed)
+        }
+    }
+
+    /// The entries `setCPUID` last gave this vCPU. What a snapshot saves rather than
+    /// `cpuid()`: some KVMs (this project's emulated one) answer `KVM_GET_CPUID2` with
+    /// bits they never offered in `KVM_GET_SUPPORTED_CPUID`, which no host would then
+    /// accept back.
+    public var assignedCPUIDEntries: [CPUIDEntry] { assignedCPUID.withLock { $0 } }
+
+    /// `KVM_GET_CPUID2`: what KVM says the guest's CPUID reports.
+    public func cpuid() throws(KVMError) -> [CPUIDEntry] {
+        var capacity = 128
+        while true {
+            var buffer = CPUIDBuffer(capacity: capacity)
+            let r = buffer.withHeader { ckvm_ioctl_ptr(fd.rawValue, CKVM_GET_CPUID2, $0) }
+            if r == 0 { return buffer.entries }
+            if Glibc.errno == E2BIG && capacity < 4096 { capacity *= 2; continue }
+            throw KVMError.last("KVM_GET_CPUID2")
         }
     }
 
@@ -253,6 +280,108 @@ public final class VCPU: @unchecked Sendable {
         t.linear_address = linearAddress
         guard ckvm_ioctl_ptr(fd.rawValue, CKVM_TRANSLATE, &t) == 0 else { throw KVMError.last("KVM_TRANSLATE") }
         return t.valid != 0 ? t.physical_address : nil
+    }
+
+    /// `KVM_GET_LAPIC`.
+    public func lapic() throws(KVMError) -> LAPICState {
+        var l = LAPICState()
+        guard ckvm_ioctl_ptr(fd.rawValue, CKVM_GET_LAPIC, &l) == 0 else { throw KVMError.last("KVM_GET_LAPIC") }
+        return l
+    }
+
+    /// `KVM_SET_LAPIC`.
+    public func setLAPIC(_ state: LAPICState) throws(KVMError) {
+        var l = state
+        guard ckvm_ioctl_ptr(fd.rawValue, CKVM_SET_LAPIC, &l) == 0 else { throw KVMError.last("KVM_SET_LAPIC") }
+    }
+
+    /// `KVM_GET_DEBUGREGS`.
+    public func debugRegisters() throws(KVMError) -> DebugRegisters {
+        var d = DebugRegisters()
+        guard ckvm_ioctl_ptr(fd.rawValue, CKVM_GET_DEBUGREGS, &d) == 0 else { throw KVMError.last("KVM_GET_DEBUGREGS") }
+        return d
+    }
+
+    /// `KVM_SET_DEBUGREGS`.
+    public func setDebugRegisters(_ regs: DebugRegisters) throws(KVMError) {
+        var d = regs
+        guard ckvm_ioctl_ptr(fd.rawValue, CKVM_SET_DEBUGREGS, &d) == 0 else { throw KVMError.last("KVM_SET_DEBUGREGS") }
+    }
+
+    /// `KVM_GET_XCRS`.
+    public func extendedControlRegisters() throws(KVMError) -> ExtendedControlRegisters {
+        var x = ExtendedControlRegisters()
+        guard ckvm_ioctl_ptr(fd.rawValue, CKVM_GET_XCRS, &x) == 0 else { throw KVMError.last("KVM_GET_XCRS") }
+        return x
+    }
+
+    /// `KVM_SET_XCRS`.
+    public func setExtendedControlRegisters(_ xcrs: ExtendedControlRegisters) throws(KVMError) {
+        var x = xcrs
+        guard ckvm_ioctl_ptr(fd.rawValue, CKVM_SET_XCRS, &x) == 0 else { throw KVMError.last("KVM_SET_XCRS") }
+    }
+
+    /// `KVM_GET_TSC_KHZ`: the guest's TSC frequency, which a restore on another host
+    /// must reproduce (or the guest's clocks run wrong).
+    public func tscKHz() throws(KVMError) -> UInt32 {
+        let r = ckvm_ioctl_val(fd.rawValue, CKVM_GET_TSC_KHZ, 0)
+        guard r > 0 else { throw KVMError.last("KVM_GET_TSC_KHZ") }
+        return UInt32(truncatingIfNeeded: r)
+    }
+
+    /// `KVM_SET_TSC_KHZ`: fails where the host cannot scale the TSC to `khz`.
+    public func setTSCKHz(_ khz: UInt32) throws(KVMError) {
+        guard ckvm_ioctl_val(fd.rawValue, CKVM_SET_TSC_KHZ, UInt(khz)) == 0 else {
+            throw KVMError.last("KVM_SET_TSC_KHZ", hint: "the host cannot give the guest a \(khz) kHz TSC")
+        }
+    }
+
+    /// The MSRs among `indices` this vCPU lets the VMM read, with their values: KVM's
+    /// save list names MSRs a given guest CPUID makes unreadable, and `KVM_GET_MSRS`
+    /// stops at the first one, so each refusal is skipped and the read goes on after it.
+    public func readableMSRs(_ indices: [UInt32]) throws(KVMError) -> [(index: UInt32, value: UInt64)] {
+        var result: [(index: UInt32, value: UInt64)] = []
+        var rest = indices[...]
+        while !rest.isEmpty {
+            var buffer = MSRBuffer(entries: rest.map { ($0, 0) })
+            let n = buffer.withHeader { ckvm_ioctl_ptr(fd.rawValue, CKVM_GET_MSRS, $0) }
+            guard n >= 0 else { throw KVMError.last("KVM_GET_MSRS") }
+            let values = buffer.values
+            for i in 0..<min(Int(n), rest.count) { result.append((rest[rest.startIndex + i], values[i])) }
+            rest = rest.dropFirst(Int(n) + 1) // the one at n was refused
+        }
+        return result
+    }
+
+    /// Writes `entries` as `KVM_SET_MSRS` takes them, going on past each one KVM refuses
+    /// (the save list names paravirtual MSRs that a guest without the matching CPUID
+    /// bit can read but not have written back); returns the refused indices.
+    @discardableResult
+    public func writeMSRs(_ entries: [(index: UInt32, value: UInt64)]) throws(KVMError) -> [UInt32] {
+        var refused: [UInt32] = []
+        var rest = entries[...]
+        while !rest.isEmpty {
+            var buffer = MSRBuffer(entries: Array(rest))
+            let n = buffer.withHeader { ckvm_ioctl_ptr(fd.rawValue, CKVM_SET_MSRS, $0) }
+            guard n >= 0 else { throw KVMError.last("KVM_SET_MSRS") }
+            if Int(n) < rest.count { refused.append(rest[rest.startIndex + Int(n)].index) }
+            rest = rest.dropFirst(Int(n) + 1)
+        }
+        return refused
+    }
+
+    /// `KVM_SET_GUEST_DEBUG` with one hardware execution breakpoint at the linear
+    /// address `breakpoint` (DR0, global, execute), or none: the guest then exits with
+    /// `KVM_EXIT_DEBUG` before it executes the instruction there. The guest's own debug
+    /// registers are left alone (KVM keeps them apart while the VMM debugs).
+    public func setHardwareBreakpoint(_ breakpoint: UInt64?) throws(KVMError) {
+        var d = kvm_guest_debug()
+        if let breakpoint {
+            d.control = UInt32(KVM_GUESTDBG_ENABLE) | UInt32(KVM_GUESTDBG_USE_HW_BP)
+            d.arch.debugreg.0 = breakpoint
+            d.arch.debugreg.7 = 0x602 // G0, with bits 9-10 as the SDM has them set
+        }
+        guard ckvm_ioctl_ptr(fd.rawValue, CKVM_SET_GUEST_DEBUG, &d) == 0 else { throw KVMError.last("KVM_SET_GUEST_DEBUG") }
     }
 
     /// `KVM_GET_MP_STATE`: 0 runnable, 1 uninitialized (waiting for INIT/SIPI), 3 halted...
@@ -307,6 +436,13 @@ public struct XSaveArea: Sendable {
 
     public init(permittedComponents: UInt64 = XSaveArea.legacyComponents) {
         self.permittedComponents = permittedComponents
+    }
+
+    /// An area saved as `bytes` (a snapshot's); nil when the size is not KVM's.
+    public init?(bytes: [UInt8], permittedComponents: UInt64) {
+        guard bytes.count == XSaveArea.size else { return nil }
+        self.permittedComponents = permittedComponents
+        storage.withUnsafeMutableBytes { $0.copyBytes(from: bytes) }
     }
 
     /// The SSE control and status register (legacy area, byte 24). Setting it marks

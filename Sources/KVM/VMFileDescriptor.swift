@@ -2,6 +2,13 @@ import CKVM
 import Glibc
 import SystemPackage
 
+/// One chip of the in-kernel irqchip (`struct kvm_irqchip`).
+public typealias IRQChipState = kvm_irqchip
+/// The in-kernel PIT (`struct kvm_pit_state2`).
+public typealias PITState = kvm_pit_state2
+/// kvmclock (`struct kvm_clock_data`).
+public typealias ClockState = kvm_clock_data
+
 /// A VM file descriptor from `KVM_CREATE_VM`, owned here and closed once (rust-vmm's
 /// `VmFd`). Not the whole machine: that is the VMM's `Machine`.
 ///
@@ -144,6 +151,48 @@ public final class VMFileDescriptor: Sendable {
         guard buffer.withHeader({ ckvm_ioctl_ptr(fd.rawValue, CKVM_SET_GSI_ROUTING, $0) }) == 0 else {
             throw KVMError.last("KVM_SET_GSI_ROUTING", hint: "\(routes.count) routes")
         }
+    }
+
+    /// `KVM_GET_IRQCHIP`: one chip of the in-kernel irqchip (0 PIC master, 1 PIC
+    /// slave, 2 IOAPIC), as a snapshot stores it.
+    public func irqChip(_ chip: UInt32) throws(KVMError) -> IRQChipState {
+        var c = IRQChipState()
+        c.chip_id = chip
+        guard ckvm_ioctl_ptr(fd.rawValue, CKVM_GET_IRQCHIP, &c) == 0 else { throw KVMError.last("KVM_GET_IRQCHIP", hint: "chip \(chip)") }
+        return c
+    }
+
+    /// `KVM_SET_IRQCHIP` (the chip is the one `state.chip_id` names).
+    public func setIRQChip(_ state: IRQChipState) throws(KVMError) {
+        var c = state
+        guard ckvm_ioctl_ptr(fd.rawValue, CKVM_SET_IRQCHIP, &c) == 0 else { throw KVMError.last("KVM_SET_IRQCHIP", hint: "chip \(state.chip_id)") }
+    }
+
+    /// `KVM_GET_PIT2`: the in-kernel 8254's counters and speaker gate.
+    public func pit() throws(KVMError) -> PITState {
+        var p = PITState()
+        guard ckvm_ioctl_ptr(fd.rawValue, CKVM_GET_PIT2, &p) == 0 else { throw KVMError.last("KVM_GET_PIT2") }
+        return p
+    }
+
+    /// `KVM_SET_PIT2`.
+    public func setPIT(_ state: PITState) throws(KVMError) {
+        var p = state
+        guard ckvm_ioctl_ptr(fd.rawValue, CKVM_SET_PIT2, &p) == 0 else { throw KVMError.last("KVM_SET_PIT2") }
+    }
+
+    /// `KVM_GET_CLOCK`: kvmclock's nanoseconds, what the guest's paravirtual clock reads.
+    public func clock() throws(KVMError) -> ClockState {
+        var c = ClockState()
+        guard ckvm_ioctl_ptr(fd.rawValue, CKVM_GET_CLOCK, &c) == 0 else { throw KVMError.last("KVM_GET_CLOCK") }
+        return c
+    }
+
+    /// `KVM_SET_CLOCK`: only the clock value is set (flags cleared, as KVM wants).
+    public func setClock(_ state: ClockState) throws(KVMError) {
+        var c = ClockState()
+        c.clock = state.clock
+        guard ckvm_ioctl_ptr(fd.rawValue, CKVM_SET_CLOCK, &c) == 0 else { throw KVMError.last("KVM_SET_CLOCK") }
     }
 
     /// `KVM_CREATE_VCPU`, then maps its `kvm_run` page.

@@ -10,13 +10,37 @@ extension Machine {
     /// read what the guest boots, open KVM and create the VM, map guest memory, load
     /// the guest, create the interrupt controller and devices, create the vCPUs.
     /// `console` receives what the guest writes to COM1.
-    public static func build(_ config: MachineConfig, console: any SerialOutput) throws(MachineError) -> Machine {
+    ///
+    /// `restoring` brings a snapshot back instead of booting: the same configuration's
+    /// machine, its memory mapped copy-on-write from the snapshot's memory file (read
+    /// as the guest touches it), then the VM's, devices' and vCPUs' saved state
+    /// written in KVM's order; nothing of the guest's image is read.
+    public static func build(_ config: MachineConfig, console: any SerialOutput,
+                             restoring: (state: MachineSnapshot, memoryFD: Int32)? = nil) throws(MachineError) -> Machine {
         let started = monotonicNanoseconds()
         do { try config.validate() } catch { throw .config(error) }
 
         // The guest's files first: a missing or bad file is the likeliest mistake, and
         // is reported before any KVM resource is taken.
-        let guest = try BootImage.read(config.boot)
+        let guest = restoring == nil ? try BootImage.read(config.boot) : nil
+        if restoring != nil, config.hasVirtioDevices {
+            throw .snapshot(SnapshotError(.unsupported, "snapshots of VMs with virtio devices are not supported yet"))
+        }
+        // Decoded before any KVM resource is taken, too: a damaged file is said at once.
+        var saved: (vcpus: [VCPUState], vm: VMState)? = nil
+        if let restoring {
+            guard restoring.state.vcpus.count == config.vcpuCount else {
+                throw .snapshot(SnapshotError(.corrupt, "the snapshot has \(restoring.state.vcpus.count) vCPU states for \(config.vcpuCount) vCPUs"))
+            }
+            do throws(StateError) {
+                var states: [VCPUState] = []
+                for (i, bytes) in restoring.state.vcpus.enumerated() {
+                    do { states.append(try VCPUState(encoded: bytes)) } catch { throw StateError("vCPU \(i): \(error.description)") }
+                    guard states[i].complete != nil else { throw StateError("vCPU \(i): the state is not a snapshot's") }
+                }
+                saved = (states, try VMState(encoded: restoring.state.vm))
+            } catch { throw .snapshot(SnapshotError(.corrupt, error.description)) }
+        }
 
         let kvm: KVMSystem
         do { kvm = try KVMSystem(path: config.kvmPath) } catch {
@@ -33,12 +57,12 @@ extension Machine {
             if kvm.check(.setIdentityMapAddress) != 0 { try vm.setIdentityMapAddress(AddressMap.identityMap) }
         } catch { throw .kvm(error) }
 
-        let memory = try mapMemory(config, kvm: kvm, vm: vm)
+        let memory = try mapMemory(config, kvm: kvm, vm: vm, snapshotFD: restoring?.memoryFD)
 
         // Kernels get a PC platform: the in-kernel irqchip (PIC, IOAPIC, local APICs,
         // which also start the other vCPUs on INIT/SIPI) and PIT. Flat binaries get
         // none, so that their HLT reaches the VMM (README "HLT").
-        let platform = guest.needsPlatform
+        let platform = config.boot.needsPlatform
         if platform {
             do {
                 try vm.createIRQChip()
@@ -56,22 +80,42 @@ extension Machine {
         let virtio = try addVirtioDevices(config, vm: vm, memory: memory, devices: devices, console: console)
 
         // The guest goes in last: a Linux kernel is told where the virtio devices are.
-        let state = try guest.load(into: memory, config: config, virtio: virtio)
+        let state = try guest?.load(into: memory, config: config, virtio: virtio)
         var placement: FlatBinary.Placement? = nil
-        if case let .flat(image) = guest { placement = image.placement(state) }
+        if case let .flat(image) = guest, let state { placement = image.placement(state) }
 
         var vcpus: [VCPU] = []
         do {
             let cpuid = try kvm.supportedCPUID()
             for index in 0..<config.vcpuCount {
                 let vcpu = try vm.createVCPU(id: index)
-                try vcpu.setCPUID(CPUIDTable.forVCPU(index, supported: cpuid))
+                if let s = saved?.vcpus[index].complete {
+                    // What the guest saw before, not what this host would offer now;
+                    // the TSC at the rate the guest calibrated.
+                    try vcpu.setCPUID(s.cpuid)
+                    if try vcpu.tscKHz() != s.tscKHz { try vcpu.setTSCKHz(s.tscKHz) }
+                } else {
+                    try vcpu.setCPUID(CPUIDTable.forVCPU(index, supported: cpuid))
+                }
                 // With an irqchip only the boot vCPU starts; the others wait for the
                 // guest's INIT/SIPI, as on a PC.
-                if index == 0 || !platform { try vcpu.apply(state, index: index) }
+                if let state, index == 0 || !platform { try vcpu.apply(state, index: index) }
                 vcpus.append(vcpu)
             }
-        } catch { throw .kvm(error) }
+            if let saved, let restoring {
+                // The VM's state, the devices', then each vCPU's (its LAPIC after the
+                // irqchip exists and is set).
+                try saved.vm.write(to: vm)
+                do { try restoreDevices(restoring.state.devices, into: devices) } catch { throw MachineError.snapshot(error) }
+                for (vcpu, s) in zip(vcpus, saved.vcpus) { try s.write(to: vcpu) }
+            }
+        } catch let e as KVMError {
+            throw .kvm(e)
+        } catch let e as MachineError {
+            throw e
+        } catch {
+            throw .device("\(error)")
+        }
 
         // The exit trace: RIP comes from the registers KVM copies into kvm_run at each
         // exit (0 in the trace where this KVM cannot).
@@ -192,9 +236,15 @@ extension Machine {
         return endpoint
     }
 
-    static func mapMemory(_ config: MachineConfig, kvm: KVMSystem, vm: VMFileDescriptor) throws(MachineError) -> GuestMemory {
+    /// Guest RAM, anonymous or (`snapshotFD`) a snapshot's memory file mapped
+    /// copy-on-write, in KVM's memory slots.
+    static func mapMemory(_ config: MachineConfig, kvm: KVMSystem, vm: VMFileDescriptor, snapshotFD: Int32? = nil) throws(MachineError) -> GuestMemory {
         let memory: GuestMemory
-        do { memory = try GuestMemory(ranges: AddressMap.ramRanges(memorySize: config.memorySize), options: config.memoryOptions) } catch { throw .memory(error) }
+        let ranges = AddressMap.ramRanges(memorySize: config.memorySize)
+        do {
+            if let snapshotFD { memory = try GuestMemory(ranges: ranges, privateFile: snapshotFD) }
+            else { memory = try GuestMemory(ranges: ranges, options: config.memoryOptions) }
+        } catch { throw .memory(error) }
         guard memory.regions.count <= kvm.maxMemorySlots else {
             throw .kvm(KVMError("KVM_SET_USER_MEMORY_REGION", errno: nil, hint: "the host allows only \(kvm.maxMemorySlots) memory slots"))
         }
@@ -260,8 +310,6 @@ enum BootImage {
     case multiboot(Multiboot, commandLine: String, module: (bytes: [UInt8], name: String)?)
     case linux(LinuxKernel, commandLine: String, initrd: [UInt8]?)
 
-    /// Kernels need the PC platform (irqchip, ACPI); flat binaries run bare.
-    var needsPlatform: Bool { if case .flat = self { false } else { true } }
 
     static func read(_ source: BootSource) throws(MachineError) -> BootImage {
         switch source {

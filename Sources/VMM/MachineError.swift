@@ -12,6 +12,8 @@ public enum MachineError: Error, Sendable, CustomStringConvertible {
     case boot(BootError)
     case file(path: String, why: String, missing: Bool)
     case device(String)
+    /// A snapshot could not be brought back (damaged, foreign, or not supported).
+    case snapshot(SnapshotError)
 
     public var description: String {
         switch self {
@@ -22,6 +24,7 @@ public enum MachineError: Error, Sendable, CustomStringConvertible {
         case let .boot(e): "cannot boot the image: \(e.description)"
         case let .file(path, why, _): "cannot read \(path): \(why)"
         case let .device(why): why
+        case let .snapshot(e): "snapshot: \(e.description)"
         }
     }
 }

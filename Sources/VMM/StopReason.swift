@@ -14,6 +14,9 @@ public enum StopReason: Equatable, Sendable {
     case timeLimit
     /// Someone asked the VMM to stop the VM (the control API, `swiftvisor stop`/`kill`).
     case hostStop
+    /// Stopped once a snapshot of it was taken (`snapshot --stop`): it goes on from the
+    /// snapshot.
+    case snapshotted
     /// The host asked the VMM to stop (SIGINT from Ctrl-C, SIGTERM, SIGHUP).
     case signal(Int32)
     /// The guest did something the VMM cannot go on from; the text names the exit,
@@ -32,6 +35,7 @@ public enum StopReason: Equatable, Sendable {
         case .tripleFault: "guest triple-faulted (KVM_EXIT_SHUTDOWN)"
         case .timeLimit: "stopped: the time limit ran out"
         case .hostStop: "stopped from the host"
+        case .snapshotted: "stopped after a snapshot"
         case let .signal(s): "stopped by signal \(s)" + (s == 2 ? " (SIGINT)" : s == 15 ? " (SIGTERM)" : "")
         case let .guestFailure(why): "guest failure: \(why)"
         case let .vmmFailure(why): "VMM failure: \(why)"
@@ -48,6 +52,7 @@ public enum StopReason: Equatable, Sendable {
         case .tripleFault: "triple-fault"
         case .timeLimit: "time-limit"
         case .hostStop: "host-stop"
+        case .snapshotted: "snapshotted"
         case .signal: "signal"
         case .guestFailure: "guest-failure"
         case .vmmFailure: "vmm-failure"

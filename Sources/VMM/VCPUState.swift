@@ -10,6 +10,9 @@ public struct VCPUState: Sendable {
     /// `KVM_MP_STATE_*`: 0 runnable, 1 waiting for INIT/SIPI, 3 halted.
     public var mpState: UInt32
     public var xsave: XSaveArea
+    /// What only a snapshot needs (nil for the S3 wake, which leaves the LAPIC, the
+    /// MSRs and the TSC as they are).
+    public var complete: CompleteVCPUState?
 
     /// `KVM_MP_STATE_UNINITIALIZED`: an application processor waiting for INIT/SIPI.
     public static let waitingForSIPI: UInt32 = 1
@@ -38,21 +41,36 @@ public struct VCPUState: Sendable {
         mpState = 0
     }
 
-    /// Reads it, in the order KVM's api.rst gives for saving.
-    init(reading vcpu: VCPU) throws(KVMError) {
+    /// Reads it, in the order KVM's api.rst gives for saving; with `msrs` (KVM's save
+    /// list), everything a snapshot needs (the LAPIC only where the in-kernel irqchip
+    /// gives the vCPU one).
+    init(reading vcpu: VCPU, msrs: [UInt32]? = nil, lapic: Bool = false) throws(KVMError) {
         mpState = try vcpu.mpState()
         registers = try vcpu.registers()
         special = try vcpu.specialRegisters()
         xsave = try vcpu.xsave()
+        if let msrs {
+            complete = CompleteVCPUState(cpuid: vcpu.assignedCPUIDEntries, tscKHz: try vcpu.tscKHz(),
+                                         xcrs: try vcpu.extendedControlRegisters(), debug: try vcpu.debugRegisters(),
+                                         lapic: lapic ? try vcpu.lapic() : nil, msrs: try vcpu.readableMSRs(msrs))
+        }
         events = try vcpu.events()
     }
 
-    /// Writes it back: special registers before the general ones, events last.
+    /// Writes it back in the order KVM needs: special registers (the APIC base among
+    /// them) before the LAPIC, the LAPIC before MSRs such as TSC_DEADLINE, events last.
+    /// A complete state's CPUID and TSC frequency were set when the vCPU was made.
     func write(to vcpu: VCPU) throws(KVMError) {
         try vcpu.setMPState(mpState)
         try vcpu.setSpecialRegisters(special)
         try vcpu.setRegisters(registers)
         try vcpu.setXSave(xsave)
+        if let complete {
+            try vcpu.setExtendedControlRegisters(complete.xcrs)
+            try vcpu.setDebugRegisters(complete.debug)
+            if let lapic = complete.lapic { try vcpu.setLAPIC(lapic) }
+            try vcpu.writeMSRs(complete.msrs)
+        }
         try vcpu.setEvents(events)
     }
 }

@@ -17,10 +17,14 @@ final class VCPUThread: Sendable {
     enum Command: Sendable {
         case pause
         case resume
-        /// The vCPU's state (nil if KVM refused to read it).
-        case save(Reply<VCPUState?>)
+        /// The vCPU's state (nil if KVM refused to read it); complete, with these
+        /// MSRs, for a snapshot.
+        case save(msrs: [UInt32]?, lapic: Bool, Reply<Result<VCPUState, KVMError>>)
         /// Writes a state; answers whether KVM took it.
         case restore(VCPUState, Reply<Bool>)
+        /// Parks the vCPU when it reaches this linear address (a hardware breakpoint),
+        /// as a `pause` would there; nil disarms.
+        case pauseAt(UInt64?, Reply<Bool>)
         /// Leaves the loop (the machine is stopping).
         case finish
     }
@@ -55,6 +59,8 @@ final class VCPUThread: Sendable {
     private let wakeup: Int32
     private let phaseValue = Atomic<Int>(Phase.created.rawValue)
     private let thread = Mutex<pthread_t?>(nil)
+    /// A `pauseAt` breakpoint is armed (read on this vCPU's thread only).
+    private let breakpointArmed = Atomic<Bool>(false)
 
     init(vcpu: VCPU, index: Int, devices: DeviceManager, memory: GuestMemory, stopSwitch: StopSwitch, quirks: Bool, symbols: KernelSymbolSource?,
          profile: ProfileSettings? = nil, trace: TraceRing? = nil, traceStart: UInt64 = 0) {
@@ -124,10 +130,17 @@ final class VCPUThread: Sendable {
     /// The vCPU's state, read on its own thread; it must be paused (nil otherwise, or
     /// when it does not answer within `timeoutMilliseconds`).
     func save(timeoutMilliseconds: Int32 = 2000) -> VCPUState? {
+        if case let .success(s)? = save(msrs: nil, lapic: false, timeoutMilliseconds: timeoutMilliseconds) { return s }
+        return nil
+    }
+
+    /// The state, complete with `msrs` when given (and the LAPIC, for a vCPU that has
+    /// one in the kernel); nil when the vCPU is not paused or does not answer in time.
+    func save(msrs: [UInt32]?, lapic: Bool, timeoutMilliseconds: Int32 = 2000) -> Result<VCPUState, KVMError>? {
         guard phase == .paused else { return nil }
-        let reply = Reply<VCPUState?>()
-        send(.save(reply))
-        return reply.wait(timeoutMilliseconds: timeoutMilliseconds) ?? nil
+        let reply = Reply<Result<VCPUState, KVMError>>()
+        send(.save(msrs: msrs, lapic: lapic, reply))
+        return reply.wait(timeoutMilliseconds: timeoutMilliseconds)
     }
 
     /// Writes `state` on the vCPU's own thread; it must be paused.
@@ -135,6 +148,13 @@ final class VCPUThread: Sendable {
         guard phase == .paused else { return false }
         let reply = Reply<Bool>()
         send(.restore(state, reply))
+        return reply.wait(timeoutMilliseconds: timeoutMilliseconds) ?? false
+    }
+
+    /// Arms (or, nil, disarms) a breakpoint at `address` on the vCPU's own thread.
+    func pause(at address: UInt64?, timeoutMilliseconds: Int32 = 2000) -> Bool {
+        let reply = Reply<Bool>()
+        send(.pauseAt(address, reply))
         return reply.wait(timeoutMilliseconds: timeoutMilliseconds) ?? false
     }
 
@@ -176,6 +196,14 @@ final class VCPUThread: Sendable {
                     left = done
                     continue
                 }
+            }
+            if case .debug = exit, breakpointArmed.load(ordering: .relaxed) {
+                // The `pauseAt` address: disarmed, then parked as a pause parks.
+                breakpointArmed.store(false, ordering: .relaxed)
+                try? vcpu.setHardwareBreakpoint(nil)
+                send(.pause)
+                left = monotonicNanoseconds()
+                continue
             }
             var (kind, outcome) = ExitDispatch.handle(exit, bus: &bus)
             var ending: Ending? = nil
@@ -275,10 +303,14 @@ final class VCPUThread: Sendable {
                 case .resume:
                     paused = false
                     phaseValue.store(Phase.running.rawValue, ordering: .releasing)
-                case let .save(reply):
-                    reply.send(try? VCPUState(reading: vcpu))
+                case let .save(msrs, lapic, reply):
+                    reply.send(Result { () throws(KVMError) in try VCPUState(reading: vcpu, msrs: msrs, lapic: lapic) })
                 case let .restore(state, reply):
                     reply.send((try? state.write(to: vcpu)) != nil)
+                case let .pauseAt(address, reply):
+                    let ok = (try? vcpu.setHardwareBreakpoint(address)) != nil
+                    breakpointArmed.store(ok && address != nil, ordering: .relaxed)
+                    reply.send(ok)
                 case .finish:
                     return false
                 }

@@ -100,20 +100,27 @@ struct RunCommand: ParsableCommand {
     /// Runs (or, for `create`, only creates) the VM the settings describe. Called inside
     /// `verb`, which reports a `RunFlags.Failure` as one line with its exit code.
     static func launch(_ s: RunSettings, create: Bool) throws {
-        let json = s.json
-        var d = try describe(s)
-        guard create || s.detach || d.name != nil else {
+        try launch(try describe(s), stateDir: s.stateDir, detach: s.detach, create: create, stats: s.stats, json: s.json, verbose: s.verbose)
+    }
+
+    /// Runs (or creates) the VM `d` describes: in this process's place when it is
+    /// unnamed and in the foreground, otherwise registered in the state directory.
+    /// `restore`: a snapshot its first boot brings back instead (`swiftvisor restore`).
+    static func launch(_ d: VMDescription, stateDir: String?, detach: Bool, create: Bool, stats: Bool, json: Bool, verbose: Bool,
+                       restore: String? = nil) throws {
+        var d = d
+        guard create || detach || d.name != nil else {
             // The VM itself runs in the VMM process (`swiftvisor --config-fd`), which replaces this process: it keeps
             // our pid, terminal and signals, and its exit status is ours.
-            try VMMProcess.exec(VMMLaunch(vm: d, stats: s.stats, json: json, verbose: s.verbose))
+            try VMMProcess.exec(VMMLaunch(vm: d, stats: stats, json: json, verbose: verbose, restore: restore))
         }
         // A named VM: register it in the state directory first, so the name is ours.
-        let directory = StateDirectory.resolve(s.stateDir)
+        let directory = StateDirectory.resolve(stateDir)
         let vmName = d.name ?? RunCommand.generatedName()
         d.name = vmName
-        let detached = s.detach || create
+        let detached = detach || create
         let launch = VMMLaunch(vm: d, stateDirectory: directory.root, detached: detached, start: !create,
-                               stats: detached ? false : s.stats, json: detached ? false : json, verbose: s.verbose)
+                               stats: detached ? false : stats, json: detached ? false : json, verbose: verbose, restore: restore)
         try verb(json) {
             do {
                 try directory.create(vmName)

@@ -1,4 +1,5 @@
 import ArgumentParser
+import VMM
 
 /// The `swiftvisor` command: runs virtual machines on KVM. Users type `swiftvisor`,
 /// the small executable every VM runs in; it runs a `run` command line the option
@@ -22,9 +23,10 @@ struct Swiftvisor: ParsableCommand {
             77 no permission on /dev/kvm; 124 time limit; 137 stopped from the host; \
             128+N stopped by signal N.
             """,
-        version: "0.1.0",
+        version: VMMVersion.current,
         subcommands: [RunCommand.self, CreateCommand.self, StartCommand.self, DoctorCommand.self, ListCommand.self, InspectCommand.self, PauseCommand.self,
                       ResumeCommand.self, StopCommand.self, KillCommand.self, WaitCommand.self, LogsCommand.self,
-                      ConsoleCommand.self, RemoveCommand.self, TraceCommand.self, TopCommand.self]
+                      ConsoleCommand.self, RemoveCommand.self, TraceCommand.self, TopCommand.self, SnapshotCommand.self,
+                      RestoreCommand.self]
     )
 }

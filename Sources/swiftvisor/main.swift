@@ -84,11 +84,22 @@ final class Session: @unchecked Sendable {
         self.console = console
     }
 
-    /// Builds the machine and starts its vCPUs; the loop watches it from then on.
+    /// A snapshot to restore at the first boot (`swiftvisor restore`); a reboot after
+    /// it boots the description afresh.
+    var pendingRestore: String?
+
+    /// Builds the machine (or restores the pending snapshot) and starts its vCPUs; the
+    /// loop watches it from then on.
     func boot(_ d: VMDescription) -> Result<Machine, VMInstance.BootFailure> {
         let machine: Machine
-        do { machine = try Machine.build(d.config, console: console) }
-        catch {
+        do {
+            if let path = pendingRestore {
+                pendingRestore = nil
+                machine = try restore(path, config: d.config)
+            } else {
+                machine = try Machine.build(d.config, console: console)
+            }
+        } catch {
             let code = ProcessExitCode.forError(error)
             return .failure(.init(message: error.description, status: code == ProcessExitCode.vmmFailure ? 503 : 400, exitCode: code))
         }
@@ -106,6 +117,18 @@ final class Session: @unchecked Sendable {
         machine.start(on: loop, timeLimit: d.timeoutNanoseconds)
         loop.add(machine.stopEventFD) { [self] _ in stopped(machine) }
         return .success(machine)
+    }
+
+    /// The snapshot in `path`, checked whole (sizes, checksums, this host's CPU), its
+    /// memory file mapped copy-on-write into a machine of `config`.
+    func restore(_ path: String, config: MachineConfig) throws(MachineError) -> Machine {
+        let loaded: SnapshotFolder.Loaded
+        do { loaded = try SnapshotFolder.read(path, kvmPath: config.kvmPath) } catch { throw .snapshot(error) }
+        let fd = open(loaded.memoryPath, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw .snapshot(SnapshotError(.corrupt, "\(loaded.memoryPath): \(String(cString: strerror(errno)))")) }
+        // The mapping keeps the file; the fd is not needed past the build.
+        defer { close(fd) }
+        return try Machine.build(config, console: console, restoring: (loaded.state, fd))
     }
 
     /// The machine is stopping: collect it, and boot again after a reboot if asked.
@@ -237,6 +260,7 @@ func main() -> Never {
     }
 
     let session = Session(launch: launch, loop: loop, registration: registration, console: output)
+    session.pendingRestore = launch.restore
     let instance = VMInstance(name: launch.vm.name ?? "vm", description: launch.vm,
                               configured: { d in registration?.record(d.json.rendered + "\n", "config.json") },
                               boot: { d in session.boot(d) })

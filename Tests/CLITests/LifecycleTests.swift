@@ -148,7 +148,7 @@ final class LifecycleTests: XCTestCase {
         let text = r.stdout
         XCTAssertEqual(r.status, 0, text)
         XCTAssertTrue(text.contains("10 of 10 VMs exited with 0"), text)
-        XCTAssertEqual(text.components(separatedBy: "exit code 0, 692 VM exits").count - 1, 10, text)
+        XCTAssertEqual(text.components(separatedBy: "exit code 0, 722 VM exits").count - 1, 10, text)
     }
 
     func testAKilledVMMShowsAsCrashedAndRmCleansIt() throws {
