@@ -67,6 +67,8 @@ let package = Package(
                           path: "Tests/Fuzz/RunOptions", exclude: ["corpus", "regressions"]),
         .executableTarget(name: "fuzz-trace-file", dependencies: ["VMM", "FuzzSupport"],
                           path: "Tests/Fuzz/TraceFile", exclude: ["corpus", "regressions"]),
+        .executableTarget(name: "fuzz-snapshot-state", dependencies: ["Control", "Devices", "GuestMemory", "VMM", "FuzzSupport"],
+                          path: "Tests/Fuzz/SnapshotState", exclude: ["corpus", "regressions"]),
         .executableTarget(name: "fuzz-device-bus", dependencies: ["Boot", "Devices", "GuestMemory", "VMM", "FuzzSupport"],
                           path: "Tests/Fuzz/DeviceBus", exclude: ["corpus", "regressions"]),
         // The commands as ArgumentParser types: help, errors and every verb; it validates,

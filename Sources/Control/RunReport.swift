@@ -97,6 +97,7 @@ public struct RunReport: Sendable {
             ("exitCode", .int(Int64(exitCode))),
             ("vcpus", .int(Int64(config.vcpuCount))),
             ("setupNanoseconds", .uint(result.setupNanoseconds)),
+            ("firstExitNanoseconds", result.firstExitNanoseconds.map { .uint($0) } ?? .null),
             ("runNanoseconds", .uint(result.runNanoseconds)),
             ("guestNanoseconds", .uint(s.guestNanoseconds)),
             ("vmmNanoseconds", .uint(s.vmmNanoseconds)),

@@ -130,30 +130,8 @@ public enum SnapshotFolder {
         guard let text = try? FileContents.read(path + "/header", limit: 1 << 20) else {
             throw SnapshotError(.corrupt, "\(path) is not a snapshot (no readable header)")
         }
-        guard let newline = text.firstIndex(of: 0x0A) else { throw SnapshotError(.corrupt, "\(path)/header: no first line") }
-        let first = String(decoding: text[..<newline], as: UTF8.self).split(separator: " ")
-        guard first.count == 3, first[0] == magic, first[2].hasPrefix("crc32=") else {
-            throw SnapshotError(.corrupt, "\(path) is not a snapshot (its header does not start with \(magic))")
-        }
-        guard first[1] == String(formatVersion) else {
-            throw SnapshotError(.incompatible, "\(path) is a snapshot of format \(first[1]); this swiftvisor reads format \(formatVersion)")
-        }
-        let body = text[(newline + 1)...]
-        guard UInt32(first[2].dropFirst(6), radix: 16) == CRC32.checksum(body) else {
-            throw SnapshotError(.corrupt, "\(path)/header: checksum mismatch (the file was changed or damaged)")
-        }
-        let header: JSONValue
-        do { header = try JSONValue.parse(String(decoding: body, as: UTF8.self)) } catch { throw SnapshotError(.corrupt, "\(path)/header: \(error.description)") }
-        guard header["format"]?.int == Int64(formatVersion), let vm = header["vm"], let parts = header["parts"], case let .array(list) = parts,
-              let memorySize = header["memory"]?["size"]?.int, let cpu = header["cpu"], let vendor = cpu["vendor"]?.string,
-              let features = cpu["features"]?.fields else {
-            throw SnapshotError(.corrupt, "\(path)/header: a field is missing (format, vm, parts, memory.size, cpu)")
-        }
-        let description: VMDescription
-        do { description = try VMDescription.from(vm) } catch { throw SnapshotError(.corrupt, "\(path)/header: the VM's description: \(error.description)") }
-        guard UInt64(memorySize) == description.config.memorySize else {
-            throw SnapshotError(.corrupt, "\(path)/header: memory of \(memorySize) bytes for a VM of \(description.config.memorySize)")
-        }
+        let header = try parseHeader(text, path: path)
+        let (description, memorySize, list, vendor, features) = (header.description, header.memorySize, header.parts, header.vendor, header.features)
         guard stat(path + "/memory", &st) == 0, st.st_mode & S_IFMT == S_IFREG else {
             throw SnapshotError(.corrupt, "\(path)/memory: \(String(cString: strerror(errno == 0 ? ENOENT : errno)))")
         }
@@ -184,6 +162,45 @@ public enum SnapshotFolder {
             }
         }
         return Loaded(path: path, description: description, state: MachineSnapshot(vcpus: vcpus, vm: vmPart, devices: devices))
+    }
+
+    /// A header's fields, checked (magic, version, checksum, JSON, every field there).
+    public struct Header: Sendable {
+        public let description: VMDescription
+        public let memorySize: Int64
+        public let parts: [JSONValue]
+        public let vendor: String
+        public let features: [(String, JSONValue)]
+    }
+
+    /// Parses the header file's bytes; `path` names the snapshot in errors. Any input
+    /// is a header or one `SnapshotError` (fuzzed: `fuzz-snapshot-state`).
+    public static func parseHeader(_ text: [UInt8], path: String) throws(SnapshotError) -> Header {
+        guard let newline = text.firstIndex(of: 0x0A) else { throw SnapshotError(.corrupt, "\(path)/header: no first line") }
+        let first = String(decoding: text[..<newline], as: UTF8.self).split(separator: " ")
+        guard first.count == 3, first[0] == magic, first[2].hasPrefix("crc32=") else {
+            throw SnapshotError(.corrupt, "\(path) is not a snapshot (its header does not start with \(magic))")
+        }
+        guard first[1] == String(formatVersion) else {
+            throw SnapshotError(.incompatible, "\(path) is a snapshot of format \(first[1]); this swiftvisor reads format \(formatVersion)")
+        }
+        let body = text[(newline + 1)...]
+        guard UInt32(first[2].dropFirst(6), radix: 16) == CRC32.checksum(body) else {
+            throw SnapshotError(.corrupt, "\(path)/header: checksum mismatch (the file was changed or damaged)")
+        }
+        let header: JSONValue
+        do { header = try JSONValue.parse(String(decoding: body, as: UTF8.self)) } catch { throw SnapshotError(.corrupt, "\(path)/header: \(error.description)") }
+        guard header["format"]?.int == Int64(formatVersion), let vm = header["vm"], let parts = header["parts"], case let .array(list) = parts,
+              let memorySize = header["memory"]?["size"]?.int, let cpu = header["cpu"], let vendor = cpu["vendor"]?.string,
+              let features = cpu["features"]?.fields else {
+            throw SnapshotError(.corrupt, "\(path)/header: a field is missing (format, vm, parts, memory.size, cpu)")
+        }
+        let description: VMDescription
+        do { description = try VMDescription.from(vm) } catch { throw SnapshotError(.corrupt, "\(path)/header: the VM's description: \(error.description)") }
+        guard memorySize >= 0, UInt64(memorySize) == description.config.memorySize else {
+            throw SnapshotError(.corrupt, "\(path)/header: memory of \(memorySize) bytes for a VM of \(description.config.memorySize)")
+        }
+        return Header(description: description, memorySize: memorySize, parts: list, vendor: vendor, features: features)
     }
 
     static func writeFile(_ path: String, _ bytes: [UInt8]) throws(SnapshotError) {

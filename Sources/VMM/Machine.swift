@@ -193,7 +193,9 @@ public final class Machine: Sendable {
                              setupNanoseconds: started > 0 ? started - buildStarted : 0,
                              runNanoseconds: started > 0 ? ended - started : 0,
                              unclaimedAccesses: bus.unclaimedAccesses,
-                             guestResidentBytes: memory.residentBytes)
+                             guestResidentBytes: memory.residentBytes,
+                             firstExitNanoseconds: threads.map { $0.firstExitAt.load(ordering: .relaxed) }.filter { $0 > 0 }.min()
+                                .map { $0 - buildStarted })
     }
 
     /// Asks the machine to stop (from any thread); `run()` then returns `reason`.
@@ -388,11 +390,15 @@ public struct MachineResult: Sendable {
     public let unclaimedAccesses: UInt64
     /// Guest RAM the host actually backs at the end (touched pages).
     public let guestResidentBytes: UInt64
+    /// From `Machine.build` (for a restore, from reading the snapshot) to the guest's
+    /// first exit; nil if it made none.
+    public var firstExitNanoseconds: UInt64? = nil
 
     /// The same result, stopped for another reason (a stop signal that arrived while
     /// the guest was rebooting ends the VM instead of the reboot).
     public func with(reason: StopReason) -> MachineResult {
         MachineResult(reason: reason, statistics: statistics, perVCPU: perVCPU, setupNanoseconds: setupNanoseconds,
-                      runNanoseconds: runNanoseconds, unclaimedAccesses: unclaimedAccesses, guestResidentBytes: guestResidentBytes)
+                      runNanoseconds: runNanoseconds, unclaimedAccesses: unclaimedAccesses, guestResidentBytes: guestResidentBytes,
+                      firstExitNanoseconds: firstExitNanoseconds)
     }
 }

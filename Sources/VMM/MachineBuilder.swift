@@ -15,16 +15,19 @@ extension Machine {
     /// machine, its memory mapped copy-on-write from the snapshot's memory file (read
     /// as the guest touches it), then the VM's, devices' and vCPUs' saved state
     /// written in KVM's order; nothing of the guest's image is read.
+    /// `startedAt`: when the work began, for the set-up figures (a restore counts
+    /// reading its snapshot).
     public static func build(_ config: MachineConfig, console: any SerialOutput,
-                             restoring: (state: MachineSnapshot, memoryFD: Int32)? = nil) throws(MachineError) -> Machine {
-        let started = monotonicNanoseconds()
+                             restoring: (state: MachineSnapshot, memoryFD: Int32)? = nil,
+                             startedAt: UInt64? = nil) throws(MachineError) -> Machine {
+        let started = startedAt ?? monotonicNanoseconds()
         do { try config.validate() } catch { throw .config(error) }
 
         // The guest's files first: a missing or bad file is the likeliest mistake, and
         // is reported before any KVM resource is taken.
         let guest = restoring == nil ? try BootImage.read(config.boot) : nil
-        if restoring != nil, config.hasVirtioDevices {
-            throw .snapshot(SnapshotError(.unsupported, "snapshots of VMs with virtio devices are not supported yet"))
+        if restoring != nil, config.vsock != nil {
+            throw .snapshot(SnapshotError(.unsupported, "snapshots of VMs with a vsock device are not supported yet"))
         }
         // Decoded before any KVM resource is taken, too: a damaged file is said at once.
         var saved: (vcpus: [VCPUState], vm: VMState)? = nil

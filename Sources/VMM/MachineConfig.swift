@@ -30,9 +30,6 @@ public struct MachineConfig: Equatable, Sendable {
     public var tracePath: String? = nil
     /// Sample each vCPU's RIP (and stack) this often (`--profile`).
     public var profile: ProfileSettings? = nil
-    /// Whether the machine gets any virtio device (disk, network, vsock, entropy, console).
-    public var hasVirtioDevices: Bool { !disks.isEmpty || !nets.isEmpty || vsock != nil || rng || virtioConsole }
-
     /// virtio-blk disks, in the order the guest sees them (the first is /dev/vda).
     public var disks: [DiskConfig] = []
     /// virtio-net devices, each over a TAP interface (eth0 is the first).

@@ -98,6 +98,17 @@ extension Machine {
     /// done. Throws `.unsupported` for a machine with a device snapshots do not cover.
     public func saveState(memoryFD: Int32) throws(SnapshotError) -> (state: MachineSnapshot, memoryWritten: UInt64) {
         guard state == .paused else { throw SnapshotError(.failed, "the VM is \(state.rawValue), not paused") }
+        // Every virtio device first finishes what it has in flight (a disk's I/O): its
+        // used rings, status bytes and interrupts are then in memory and the irqchip.
+        for endpoint in virtio {
+            let device = endpoint.transport.device
+            if let why = device.snapshotRefusal {
+                throw SnapshotError(.unsupported, "snapshots do not cover the device '\(endpoint.id)': \(why)")
+            }
+            guard device.quiesce(timeoutNanoseconds: 5_000_000_000) else {
+                throw SnapshotError(.failed, "the device '\(endpoint.id)' did not finish its requests in flight within 5 s")
+            }
+        }
         var devicePart = StateWriter()
         let entries = devices.entries
         devicePart.put(UInt32(entries.count))
@@ -161,6 +172,10 @@ extension Machine {
 }
 
 extension MachineSnapshot {
+    /// Decodes the VM part as a restore would, and throws what it would (for the fuzz
+    /// target; a restore decodes it itself).
+    public static func checkVMState(_ bytes: [UInt8]) throws(StateError) { _ = try VMState(encoded: bytes) }
+
     /// The CPU the guest depends on, from vCPU 0's saved CPUID and TSC frequency.
     public var cpuIdentity: (vendor: String, tscKHz: UInt32, features: [(name: String, value: UInt32)])? {
         guard let first = vcpus.first, let s = try? VCPUState(encoded: first), let c = s.complete else { return nil }

@@ -39,6 +39,9 @@ final class VCPUThread: Sendable {
     let memory: GuestMemory
     let stopSwitch: StopSwitch
     let statistics = VCPUStatistics()
+    /// When this vCPU's first exit came (0 before): how long a restore took until the
+    /// guest ran (`MachineResult.firstExitNanoseconds`).
+    let firstExitAt = Atomic<UInt64>(0)
     /// Complete instructions the host's emulator rejects (`HostQuirks`).
     let quirks: Bool
     /// Names the code a failure stopped in (`MachineConfig.symbolFile`, opened by the machine).
@@ -161,6 +164,7 @@ final class VCPUThread: Sendable {
     private func loop() -> Ending {
         var bus = devices.bus.reader()
         var left = monotonicNanoseconds()
+        var sawExit = false
         while !stopSwitch.isStopping {
             if hasCommands.load(ordering: .acquiring) {
                 guard obeyCommands() else { break }
@@ -180,6 +184,10 @@ final class VCPUThread: Sendable {
                 return .stopped
             }
             let exited = monotonicNanoseconds()
+            if !sawExit {
+                sawExit = true
+                firstExitAt.store(exited, ordering: .relaxed)
+            }
             if sampleRequested.load(ordering: .relaxed), sampleRequested.exchange(false, ordering: .acquiring) {
                 if let sample = ProfileRecorder.sample(vcpu, memory: memory, stacks: profiler != nil && profileStacks) {
                     profiler?.record(sample)

@@ -16,17 +16,35 @@ struct CreateCommand: ParsableCommand {
             and always runs in the background). Until it is started, its configuration \
             can be replaced through its API: PUT /vm/config with the JSON description.
 
+            --from-snapshot DIR takes the VM from a snapshot instead (its description, \
+            checked as `restore` checks it): `start` restores it where it was saved.
+
             Examples:
               swiftvisor create web --kernel vmlinux --initrd initrd.cpio --memory 256M
               swiftvisor start web
+              swiftvisor create web-2 --from-snapshot /var/lib/snapshots/web-1
             """
     )
 
     @Argument(help: "The VM's name (letters, digits, '-', '_', '.').") var name: String
+    @Option(name: .long, help: ArgumentHelp("A snapshot to restore when the VM is started (no other option of `run` with it).", valueName: "dir"))
+    var fromSnapshot: String?
     @OptionGroup var flags: VMFlags
 
     func run() throws {
         try verb(flags.json) {
+            if let fromSnapshot {
+                let others = RunCommand.words(after: "create").filter { $0.hasPrefix("--") && !["--from-snapshot", "--json", "--state-dir"].contains($0) }
+                guard others.isEmpty else {
+                    throw RunFlags.Failure("--from-snapshot takes the VM's whole description from the snapshot: drop \(others.joined(separator: " "))")
+                }
+                let path = absolutePath(fromSnapshot)
+                var d = try RestoreCommand.description(path)
+                d.name = name
+                try RunCommand.launch(d, stateDir: flags.stateDir, detach: true, create: true, stats: false, json: flags.json,
+                                      verbose: false, restore: path)
+                return
+            }
             var settings = try RunFlags.parse(RunCommand.words(after: "create"))
             settings.positionals.removeAll { $0 == name }
             if let extra = settings.positionals.first { throw RunFlags.Failure("unexpected argument '\(extra)'") }

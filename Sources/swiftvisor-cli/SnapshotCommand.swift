@@ -13,7 +13,8 @@ struct SnapshotCommand: ParsableCommand {
             memory are written (memory as a sparse file: only what the guest touched takes \
             disk space), then resumed (--stop ends it instead). The folder is written beside \
             DIR and renamed into place, so a snapshot that exists is whole. Disks are not \
-            part of a snapshot; VMs with virtio devices cannot be snapshotted yet.
+            part of a snapshot (they are reopened from their paths); VMs with a vsock device \
+            cannot be snapshotted yet.
 
             Examples:
               swiftvisor snapshot web /var/lib/snapshots/web-1
@@ -50,16 +51,23 @@ struct RestoreCommand: ParsableCommand {
 
             Like `run`, the VM stays attached to your terminal unless --detach (or --name) \
             makes it a named VM. A restored VM takes the snapshot's name unless --name gives \
-            another; two VMs cannot share a name, so clones need --name.
+            another; two VMs cannot share a name, so clones need --name. Disks are reopened \
+            from the paths the snapshot records; --disk gives others (a clone's own copy: \
+            two VMs cannot open one writable image).
 
             Examples:
               swiftvisor restore /var/lib/snapshots/web-1
               swiftvisor restore /var/lib/snapshots/web-1 --name web-2 --detach
+              swiftvisor restore /var/lib/snapshots/db-1 --name db-2 --disk root.img --disk db-2.img
             """
     )
     @Argument(help: "The snapshot's folder.") var directory: String
     @Option(name: .long, help: "The restored VM's name (default: the snapshot's, if it had one).") var name: String?
     @Flag(name: .long, help: "Run in the background as a named VM (--name, the snapshot's or a generated one).") var detach = false
+    @Option(name: .long, help: ArgumentHelp("Stop the restored VM after this many seconds (exit code 124), counted from the restore; default: the snapshot's own limit.", valueName: "seconds"))
+    var timeout: Double?
+    @Option(name: .long, help: ArgumentHelp("The file for the snapshot's next disk, in order (repeatable): the first --disk replaces the first disk's file, and so on; its other settings stay. Each clone needs its own writable disk.", valueName: "path"))
+    var disk: [String] = []
     @Flag(name: .long, help: "Print exit statistics when the VM stops.") var stats = false
     @Flag(name: .long, help: "List the devices once the machine is restored.") var verbose = false
     @OptionGroup var state: StateOptions
@@ -67,16 +75,33 @@ struct RestoreCommand: ParsableCommand {
     func run() throws {
         try verb(state.json) {
             let path = absolutePath(directory)
-            var d: VMDescription
-            do throws(SnapshotError) { d = try SnapshotFolder.read(path, kvmPath: MachineConfig().kvmPath).description }
-            catch { throw CLIFailure(message: "snapshot: \(error.description)", code: error.kind == .failed ? ProcessExitCode.vmmFailure : ProcessExitCode.badImage) }
+            var d = try RestoreCommand.description(path)
             if let name { d.name = name }
-            guard d.jail == nil else {
-                throw CLIFailure(message: "restore: the snapshot's VM ran in a jail; restoring into a jail is not supported yet", code: ProcessExitCode.usage)
+            guard disk.count <= d.config.disks.count else {
+                throw CLIFailure(message: "--disk: the snapshot's VM has \(d.config.disks.count) disk(s), \(disk.count) given", code: ProcessExitCode.usage)
+            }
+            for (i, path) in disk.enumerated() { d.config.disks[i].path = absolutePath(path) }
+            if let timeout {
+                guard timeout > 0, timeout.isFinite else { throw CLIFailure(message: "--timeout must be a positive number of seconds", code: ProcessExitCode.usage) }
+                d.timeoutSeconds = timeout
             }
             try RunCommand.launch(d, stateDir: state.stateDir, detach: detach, create: false, stats: stats, json: state.json,
                                   verbose: verbose, restore: path)
         }
+    }
+}
+
+extension RestoreCommand {
+    /// The description of the VM in the snapshot at `path`, the snapshot checked whole
+    /// first (exit 65 for a damaged or foreign one).
+    static func description(_ path: String) throws -> VMDescription {
+        let d: VMDescription
+        do throws(SnapshotError) { d = try SnapshotFolder.read(path, kvmPath: MachineConfig().kvmPath).description }
+        catch { throw CLIFailure(message: "snapshot: \(error.description)", code: error.kind == .failed ? ProcessExitCode.vmmFailure : ProcessExitCode.badImage) }
+        guard d.jail == nil else {
+            throw CLIFailure(message: "restore: the snapshot's VM ran in a jail; restoring into a jail is not supported yet", code: ProcessExitCode.usage)
+        }
+        return d
     }
 }
 

@@ -122,13 +122,14 @@ final class Session: @unchecked Sendable {
     /// The snapshot in `path`, checked whole (sizes, checksums, this host's CPU), its
     /// memory file mapped copy-on-write into a machine of `config`.
     func restore(_ path: String, config: MachineConfig) throws(MachineError) -> Machine {
+        let started = monotonicNanoseconds()
         let loaded: SnapshotFolder.Loaded
         do { loaded = try SnapshotFolder.read(path, kvmPath: config.kvmPath) } catch { throw .snapshot(error) }
         let fd = open(loaded.memoryPath, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw .snapshot(SnapshotError(.corrupt, "\(loaded.memoryPath): \(String(cString: strerror(errno)))")) }
         // The mapping keeps the file; the fd is not needed past the build.
         defer { close(fd) }
-        return try Machine.build(config, console: console, restoring: (loaded.state, fd))
+        return try Machine.build(config, console: console, restoring: (loaded.state, fd), startedAt: started)
     }
 
     /// The machine is stopping: collect it, and boot again after a reboot if asked.

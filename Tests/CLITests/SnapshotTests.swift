@@ -101,6 +101,19 @@ final class SnapshotTests: XCTestCase {
         XCTAssertGreaterThan(exits, 0, "the clone runs the guest's loop")
         XCTAssertEqual(try sv(["restore", snap, "--name", "web-a", "--detach"]).status, ProcessExitCode.conflict, "names stay unique")
 
+        // Created from the snapshot, restored when started.
+        let created = try sv(["create", "web-c", "--from-snapshot", snap])
+        XCTAssertEqual(created.status, 0, created.stderr)
+        let listed = try sv(["ls"]).stdout
+        XCTAssertTrue(listed.contains("web-c  created"), listed)
+        XCTAssertNotEqual(try sv(["create", "web-d", "--from-snapshot", snap, "--memory", "1G"]).status, 0, "the snapshot's description is whole")
+        let start = try sv(["start", "web-c"])
+        XCTAssertEqual(start.status, 0, start.stderr)
+        usleep(200_000)
+        let c = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(try sv(["inspect", "web-c"]).stdout.utf8)) as? [String: Any])
+        XCTAssertEqual(c["state"] as? String, "running")
+        XCTAssertGreaterThan(((c["statistics"] as? [String: Any])?["exits"] as? [String: Any])?["io-out"] as? Int ?? 0, 0)
+
         // Damage, each in a copy of its own.
         func damaged(_ name: String, _ change: (String) throws -> Void) throws -> CLITests.Outcome {
             let copy = work + "/" + name

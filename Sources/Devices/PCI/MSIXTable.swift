@@ -126,3 +126,25 @@ public struct MSIXTable: Sendable, Equatable {
         (entries[vector].address, entries[vector].data)
     }
 }
+
+extension MSIXTable {
+    /// The table, pending bits, enable and function mask, for a snapshot.
+    func encode(into w: inout StateWriter) {
+        w.put(enabled); w.put(functionMasked)
+        w.put(UInt32(entries.count))
+        for (e, p) in zip(entries, pending) { w.put(e.addressLow); w.put(e.addressHigh); w.put(e.data); w.put(e.control); w.put(p) }
+    }
+
+    /// Reads what `encode` wrote into a table of the same size.
+    mutating func restore(from r: inout StateReader) throws(StateError) {
+        let enabled = try r.getBool(), masked = try r.getBool()
+        let n = Int(try r.get(UInt32.self))
+        guard n == entries.count else { throw StateError("an MSI-X table of \(n) vectors where the function has \(entries.count)") }
+        var entries: [Entry] = [], pending: [Bool] = []
+        for _ in 0..<n {
+            entries.append(Entry(addressLow: try r.get(), addressHigh: try r.get(), data: try r.get(), control: try r.get() & MSIXTable.vectorMasked))
+            pending.append(try r.getBool())
+        }
+        (self.entries, self.pending, self.enabled, self.functionMasked) = (entries, pending, enabled, masked)
+    }
+}

@@ -89,3 +89,20 @@ public final class PCIHostBridge: BusDevice, PCIFunction {
         }
     }
 }
+
+extension PCIHostBridge: StatefulDevice {
+    /// The configuration-address latch (0xCF8) and the bridge's own header; the
+    /// functions behind it are devices of their own.
+    public func saveState(into w: inout StateWriter) {
+        w.put(state.withLock { $0.address })
+        w.put(bytes: header.withLock { $0.bytes })
+    }
+
+    public func restoreState(from r: inout StateReader) throws(StateError) {
+        let address: UInt32 = try r.get()
+        let bytes = try r.getBytes(limit: PCIConfigSpace.size)
+        guard bytes.count == PCIConfigSpace.size else { throw StateError("PCI configuration space of \(bytes.count) bytes") }
+        state.withLock { $0.address = address }
+        header.withLock { $0.set(offset: 0, bytes: bytes) }
+    }
+}

@@ -174,3 +174,29 @@ public struct VirtQueue: Sendable, Equatable {
         return flags & VirtQueue.availNoInterrupt == 0
     }
 }
+
+extension VirtQueue {
+    /// The device's side of the queue for a snapshot: its set-up and where it is in the
+    /// rings. `held` requests the device took and has not used (virtio-net's receive
+    /// buffers it keeps) are saved as not taken, so the restored device takes them again.
+    func encode(into w: inout StateWriter, held: UInt16) {
+        w.put(maximumSize); w.put(size); w.put(ready)
+        w.put(descriptorTable.value); w.put(availableRing.value); w.put(usedRing.value)
+        w.put(eventIndex); w.put(nextAvailable &- held); w.put(nextUsed); w.put(signalledUsed)
+    }
+
+    /// Reads what `encode` wrote, for a queue of this maximum size; a ready queue's
+    /// areas must lie in `memory`, as when the driver enabled it.
+    mutating func restore(from r: inout StateReader, memory: GuestMemory) throws(StateError) {
+        let maximum: UInt16 = try r.get()
+        guard maximum == maximumSize else { throw StateError("a queue of \(maximum) entries where the device has \(maximumSize)") }
+        var q = VirtQueue(maximumSize: maximum)
+        q.size = try r.get(); q.ready = try r.getBool()
+        q.descriptorTable = GuestAddress(try r.get()); q.availableRing = GuestAddress(try r.get()); q.usedRing = GuestAddress(try r.get())
+        q.eventIndex = try r.getBool(); q.nextAvailable = try r.get(); q.nextUsed = try r.get(); q.signalledUsed = try r.get()
+        if q.ready {
+            do { try q.validate(memory) } catch { throw StateError("a ready queue: \(error.description)") }
+        }
+        self = q
+    }
+}

@@ -82,3 +82,13 @@ public final class VirtioConsole: VirtioDevice {
         return done
     }
 }
+
+extension VirtioConsole {
+    /// Input typed and not yet given to the guest.
+    public func saveDeviceState(into w: inout StateWriter) { w.put(bytes: input.withLock { $0.pending }) }
+
+    public func restoreDeviceState(from r: inout StateReader) throws(StateError) {
+        let pending = try r.getBytes(limit: VirtioConsole.maximumPending)
+        input.withLock { $0.pending = pending }
+    }
+}

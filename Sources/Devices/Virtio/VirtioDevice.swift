@@ -42,6 +42,19 @@ public protocol VirtioDevice: AnyObject, Sendable {
     func completeReady()
     /// The transport's way to push requests finished after `process` returned.
     func attach(_ completer: VirtioCompleter)
+
+    // Snapshots (DESIGN "Snapshots"): the transport saves negotiation, status and the
+    // queues; the device its own state.
+    /// Why a snapshot cannot save this device, or nil when it can.
+    var snapshotRefusal: String? { get }
+    /// Finishes the requests in flight (the vCPUs are paused, so no new ones come):
+    /// what a snapshot waits for, so none is lost. False if they did not finish within
+    /// `timeoutNanoseconds`.
+    func quiesce(timeoutNanoseconds: UInt64) -> Bool
+    /// Requests taken from queue `index` and not used (saved as not taken).
+    func heldRequests(queue index: Int) -> UInt16
+    func saveDeviceState(into writer: inout StateWriter)
+    func restoreDeviceState(from reader: inout StateReader) throws(StateError)
 }
 
 extension VirtioDevice {
@@ -52,6 +65,11 @@ extension VirtioDevice {
     public func release() {}
     public func completeReady() {}
     public func attach(_ completer: VirtioCompleter) {}
+    public var snapshotRefusal: String? { nil }
+    public func quiesce(timeoutNanoseconds: UInt64) -> Bool { true }
+    public func heldRequests(queue index: Int) -> UInt16 { 0 }
+    public func saveDeviceState(into writer: inout StateWriter) {}
+    public func restoreDeviceState(from reader: inout StateReader) throws(StateError) {}
 }
 
 /// A finished request as the used ring records it: its head descriptor and the bytes

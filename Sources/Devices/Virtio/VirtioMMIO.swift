@@ -184,3 +184,27 @@ public final class VirtioMMIO: VirtioTransport, LateCompletionTarget {
         "virtio_mmio.device=4K@0x\(String(base, radix: 16)):\(irq)"
     }
 }
+
+extension VirtioMMIO: StatefulDevice {
+    /// Negotiation, status, queues and the interrupt status, then the device's own.
+    public func saveState(into w: inout StateWriter) {
+        state.withLock { s in
+            s.common.encode(into: &w, device: device)
+            w.put(s.interruptStatus)
+        }
+        device.saveDeviceState(into: &w)
+    }
+
+    public func restoreState(from r: inout StateReader) throws(StateError) {
+        var common = VirtioTransportState(queueSizes: device.queueSizes)
+        try common.restore(from: &r, memory: memory, offered: offeredFeatures)
+        let interruptStatus: UInt32 = try r.get()
+        try device.restoreDeviceState(from: &r)
+        let restored = State(common: common, interruptStatus: interruptStatus & 3)
+        state.withLock { s in
+            s = restored
+            interrupt?.setLevel(s.interruptStatus != 0)
+        }
+        if common.status & VirtioStatus.driverOK != 0 { device.activate(features: common.driverFeatures) }
+    }
+}

@@ -343,3 +343,58 @@ public final class VirtioPCI: VirtioTransport, PCIFunction, LateCompletionTarget
         for i in 0..<queueCount { notify(queue: i) }
     }
 }
+
+extension VirtioPCI: StatefulDevice {
+    /// Negotiation, status and queues; the function's configuration space (BAR and
+    /// command as the guest programmed them), its MSI-X table, vectors and ISR; then the
+    /// device's own state.
+    public func saveState(into w: inout StateWriter) {
+        state.withLock { s in
+            s.common.encode(into: &w, device: device)
+            w.put(bytes: s.config.bytes)
+            s.msix.encode(into: &w)
+            w.put(s.configVector)
+            w.put(UInt32(s.queueVectors.count))
+            for v in s.queueVectors { w.put(v) }
+            w.put(s.isr)
+        }
+        device.saveDeviceState(into: &w)
+    }
+
+    public func restoreState(from r: inout StateReader) throws(StateError) {
+        var common = VirtioTransportState(queueSizes: device.queueSizes)
+        try common.restore(from: &r, memory: memory, offered: offeredFeatures)
+        let configBytes = try r.getBytes(limit: PCIConfigSpace.size)
+        guard configBytes.count == PCIConfigSpace.size else { throw StateError("PCI configuration space of \(configBytes.count) bytes") }
+        var msix = MSIXTable(vectors: queueCount + 1)
+        try msix.restore(from: &r)
+        let configVector: UInt16 = try r.get()
+        let n = Int(try r.get(UInt32.self))
+        guard n == queueCount else { throw StateError("\(n) queue vectors for \(queueCount) queues") }
+        var queueVectors: [UInt16] = []
+        for _ in 0..<n { queueVectors.append(try r.get()) }
+        let isr: UInt8 = try r.get()
+        try device.restoreDeviceState(from: &r)
+        let move: UInt32? = state.withLock { s in
+            var config = s.config
+            config.set(offset: 0, bytes: configBytes)
+            s.common = common
+            s.config = config
+            s.msix = msix
+            s.configVector = Int(configVector) < msix.count ? configVector : VirtioPCI.noVector
+            s.queueVectors = queueVectors.map { Int($0) < msix.count ? $0 : VirtioPCI.noVector }
+            s.isr = isr & 3
+            if !msix.enabled, s.isr != 0, config.commandRegister & PCIConfigSpace.commandINTxDisable == 0 { intx?.setLevel(true) }
+            let bar = config.barAddress(0)
+            guard config.memoryEnabled, bar != s.mappedBAR, bar != 0, UInt64(bar) + UInt64(VirtioPCI.barSize) <= 0x1_0000_0000 else { return nil }
+            return bar
+        }
+        // The guest had moved BAR 0 from where this machine's device manager put it:
+        // the bus range and notifications follow, as when the guest moved it.
+        if let move, let handler = barMoved.withLock({ $0 }) {
+            guard handler(UInt64(move)) else { throw StateError("BAR 0 at 0x\(String(move, radix: 16)) cannot be mapped here") }
+            state.withLock { $0.mappedBAR = move }
+        }
+        if common.status & VirtioStatus.driverOK != 0 { device.activate(features: common.driverFeatures) }
+    }
+}

@@ -154,3 +154,26 @@ extension VirtioDevice {
                                serve: { [weak transport] q in transport?.serve(queue: q) }))
     }
 }
+
+extension VirtioTransportState {
+    /// Negotiation, status and every queue (with what `device` holds of each) for a
+    /// snapshot.
+    func encode(into w: inout StateWriter, device: any VirtioDevice) {
+        w.put(status); w.put(deviceFeatureSelect); w.put(driverFeatureSelect); w.put(driverFeatures)
+        w.put(queueSelect); w.put(configGeneration)
+        w.put(UInt32(queues.count))
+        for (i, q) in queues.enumerated() { q.encode(into: &w, held: device.heldRequests(queue: i)) }
+    }
+
+    /// Reads what `encode` wrote into a fresh state for the same device.
+    mutating func restore(from r: inout StateReader, memory: GuestMemory, offered: UInt64) throws(StateError) {
+        var s = VirtioTransportState(queueSizes: queues.map(\.maximumSize))
+        s.status = try r.get(); s.deviceFeatureSelect = try r.get(); s.driverFeatureSelect = try r.get(); s.driverFeatures = try r.get()
+        s.queueSelect = try r.get(); s.configGeneration = try r.get()
+        guard s.driverFeatures & ~offered == 0 else { throw StateError("the driver's features 0x\(String(s.driverFeatures, radix: 16)) were never offered") }
+        let n = Int(try r.get(UInt32.self))
+        guard n == s.queues.count else { throw StateError("\(n) queues where the device has \(s.queues.count)") }
+        for i in s.queues.indices { try s.queues[i].restore(from: &r, memory: memory) }
+        self = s
+    }
+}

@@ -397,3 +397,18 @@ public final class VirtioBlock: VirtioDevice {
     static let maximumWrite: UInt64 = 16 << 20
 }
 
+
+extension VirtioBlock {
+    /// Reaps the engine until every request in flight is finished (status byte and used
+    /// ring written), so a snapshot neither loses one nor records one half done.
+    public func quiesce(timeoutNanoseconds: UInt64) -> Bool {
+        let deadline = monotonicNanoseconds() &+ timeoutNanoseconds
+        while inFlight > 0 {
+            completeReady()
+            if inFlight == 0 { break }
+            guard monotonicNanoseconds() < deadline else { return false }
+            usleep(200)
+        }
+        return true
+    }
+}

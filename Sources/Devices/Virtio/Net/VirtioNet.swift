@@ -439,3 +439,13 @@ public final class VirtioNet: VirtioDevice {
         try finish(frame.count, queue: &queue, memory: memory)
     }
 }
+
+extension VirtioNet {
+    /// The receive buffers kept for the next frame: saved as not taken. (A frame read
+    /// aside, waiting for room, is not saved: to the guest it is a frame the network
+    /// dropped.)
+    public func heldRequests(queue index: Int) -> UInt16 {
+        guard index == VirtioNet.receiveQueue else { return 0 }
+        return UInt16(truncatingIfNeeded: held.withLock { $0.chains.count })
+    }
+}

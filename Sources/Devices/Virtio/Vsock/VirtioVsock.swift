@@ -611,3 +611,7 @@ private extension Substring {
         return s
     }
 }
+
+extension VirtioVsock {
+    public var snapshotRefusal: String? { "its connections cannot be saved yet" }
+}
