@@ -234,8 +234,17 @@ public struct VMAPI: Sendable {
         }
         let wasPaused = now == "paused"
         if !wasPaused { guard machine.pause() else { throw HTTPError(status: 503, message: "the vCPUs did not stop in time") } }
+        // The guest has its network devices' MACs: a restore (under another name, which
+        // would derive others, or of an unnamed VM, whose were random) gives it the same.
+        var description = vm.description
+        for i in description.config.nets.indices where description.config.nets[i].mac == nil {
+            let id = description.config.nets[i].id(index: i)
+            if let t = machine.devices.device(id) as? any VirtioTransport, let n = t.device as? VirtioNet {
+                description.config.nets[i].mac = n.mac
+            }
+        }
         let summary: SnapshotFolder.Summary
-        do { summary = try SnapshotFolder.write(machine, description: vm.description, to: path) }
+        do { summary = try SnapshotFolder.write(machine, description: description, to: path) }
         catch {
             if !wasPaused { machine.resume() }
             throw HTTPError(status: error.kind == .unsupported ? 409 : 400, message: error.description)

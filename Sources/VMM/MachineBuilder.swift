@@ -26,9 +26,6 @@ extension Machine {
         // The guest's files first: a missing or bad file is the likeliest mistake, and
         // is reported before any KVM resource is taken.
         let guest = restoring == nil ? try BootImage.read(config.boot) : nil
-        if restoring != nil, config.vsock != nil {
-            throw .snapshot(SnapshotError(.unsupported, "snapshots of VMs with a vsock device are not supported yet"))
-        }
         // Decoded before any KVM resource is taken, too: a damaged file is said at once.
         var saved: (vcpus: [VCPUState], vm: VMState)? = nil
         if let restoring {
@@ -51,6 +48,13 @@ extension Machine {
         }
         guard config.vcpuCount <= kvm.maxVCPUs else {
             throw .config(.invalid("cpus", "this host's KVM allows at most \(kvm.maxVCPUs) vCPUs"))
+        }
+        let supportedCPUID: [CPUIDEntry]
+        do { supportedCPUID = try kvm.supportedCPUID() } catch { throw .kvm(error) }
+        // A snapshot's guest keeps the CPUID it had: this host must offer all of it.
+        if let guestCPUID = saved?.vcpus.first?.complete?.cpuid,
+           let why = CPUFeatures.incompatibility(vendor: CPUFeatures.vendor(guestCPUID), features: CPUFeatures.of(guestCPUID), host: supportedCPUID) {
+            throw .snapshot(SnapshotError(.incompatible, "it cannot run here: \(why)"))
         }
 
         let vm: VMFileDescriptor
@@ -89,7 +93,7 @@ extension Machine {
 
         var vcpus: [VCPU] = []
         do {
-            let cpuid = try kvm.supportedCPUID()
+            let cpuid = supportedCPUID
             for index in 0..<config.vcpuCount {
                 let vcpu = try vm.createVCPU(id: index)
                 if let s = saved?.vcpus[index].complete {

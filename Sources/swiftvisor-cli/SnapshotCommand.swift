@@ -13,8 +13,8 @@ struct SnapshotCommand: ParsableCommand {
             memory are written (memory as a sparse file: only what the guest touched takes \
             disk space), then resumed (--stop ends it instead). The folder is written beside \
             DIR and renamed into place, so a snapshot that exists is whole. Disks are not \
-            part of a snapshot (they are reopened from their paths); VMs with a vsock device \
-            cannot be snapshotted yet.
+            part of a snapshot (they are reopened from their paths); a vsock device's \
+            connections are not saved (the restored guest is told its transport was reset).
 
             Examples:
               swiftvisor snapshot web /var/lib/snapshots/web-1
@@ -68,6 +68,10 @@ struct RestoreCommand: ParsableCommand {
     var timeout: Double?
     @Option(name: .long, help: ArgumentHelp("The file for the snapshot's next disk, in order (repeatable): the first --disk replaces the first disk's file, and so on; its other settings stay. Each clone needs its own writable disk.", valueName: "path"))
     var disk: [String] = []
+    @Option(name: .long, help: ArgumentHelp("A new guest CID for the snapshot's vsock device (a clone's own; the guest reads it again after the restore).", valueName: "cid"))
+    var vsockCid: UInt64?
+    @Option(name: .long, help: ArgumentHelp("A new Unix socket for the snapshot's vsock device (a clone's own: two VMs cannot listen on one).", valueName: "path"))
+    var vsockSocket: String?
     @Flag(name: .long, help: "Print exit statistics when the VM stops.") var stats = false
     @Flag(name: .long, help: "List the devices once the machine is restored.") var verbose = false
     @OptionGroup var state: StateOptions
@@ -81,6 +85,15 @@ struct RestoreCommand: ParsableCommand {
                 throw CLIFailure(message: "--disk: the snapshot's VM has \(d.config.disks.count) disk(s), \(disk.count) given", code: ProcessExitCode.usage)
             }
             for (i, path) in disk.enumerated() { d.config.disks[i].path = absolutePath(path) }
+            if vsockCid != nil || vsockSocket != nil {
+                guard var v = d.config.vsock else {
+                    throw CLIFailure(message: "--vsock-cid, --vsock-socket: the snapshot's VM has no vsock device", code: ProcessExitCode.usage)
+                }
+                if let vsockCid { v.cid = vsockCid }
+                if let vsockSocket { v.socketPath = absolutePath(vsockSocket) }
+                d.config.vsock = v
+                do { try d.validate() } catch { throw CLIFailure(message: "\(error)", code: ProcessExitCode.usage) }
+            }
             if let timeout {
                 guard timeout > 0, timeout.isFinite else { throw CLIFailure(message: "--timeout must be a positive number of seconds", code: ProcessExitCode.usage) }
                 d.timeoutSeconds = timeout

@@ -124,7 +124,8 @@ final class Session: @unchecked Sendable {
     func restore(_ path: String, config: MachineConfig) throws(MachineError) -> Machine {
         let started = monotonicNanoseconds()
         let loaded: SnapshotFolder.Loaded
-        do { loaded = try SnapshotFolder.read(path, kvmPath: config.kvmPath) } catch { throw .snapshot(error) }
+        // The CPU is checked by the build, with the KVM it opens anyway.
+        do { loaded = try SnapshotFolder.read(path) } catch { throw .snapshot(error) }
         let fd = open(loaded.memoryPath, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw .snapshot(SnapshotError(.corrupt, "\(loaded.memoryPath): \(String(cString: strerror(errno)))")) }
         // The mapping keeps the file; the fd is not needed past the build.

@@ -76,4 +76,37 @@ final class VirtioStateTests: XCTestCase {
         var r3 = StateReader(w3.bytes)
         XCTAssertThrowsError(try VirtioMMIO(device: VirtioConsole(output: VirtioConsoleTests.Collector()), memory: memory, interrupt: nil).restoreState(from: &r3))
     }
+
+    /// A restored vsock device has no connections (their sockets stayed with the process
+    /// snapshotted) and says so: the driver gets VIRTIO_VSOCK_EVENT_TRANSPORT_RESET on the
+    /// event queue, and reads the CID again (a clone's new one).
+    func testARestoredVsockTellsTheDriverItsTransportWasReset() throws {
+        let memory = try GuestMemory(ranges: [(0, 0x100_0000)])
+        let folder = temporaryFolder() + "sv-vsock-state-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let first = try VirtioVsock(guestCID: 3, socketPath: folder + "-a")
+        defer { first.release() }
+        let t1 = VirtioMMIO(device: first, memory: memory, interrupt: nil)
+        let rx = TestDriver(memory: memory, size: 64, base: 0x10000), tx = TestDriver(memory: memory, size: 64, base: 0x20000)
+        var events = TestDriver(memory: memory, size: 64, base: 0x30000)
+        M.bringUp(t1, queues: [rx, tx, events])
+        try events.request([(0x90000, 8, true)])
+        try memory.write(UInt32(0xFFFF_FFFF), at: GuestAddress(0x90000))
+        M.set(t1, 0x50, 2)
+        XCTAssertEqual(try events.usedIndex(), 0, "nothing to report before a restore")
+        var w = StateWriter()
+        t1.saveState(into: &w)
+
+        let second = try VirtioVsock(guestCID: 4, socketPath: folder + "-b")
+        defer { second.release() }
+        let t2 = VirtioMMIO(device: second, memory: memory, interrupt: nil)
+        var r = StateReader(w.bytes)
+        try t2.restoreState(from: &r)
+        second.eventReady(second.eventFDs[0]) // the event loop's turn
+        XCTAssertEqual(try events.usedIndex(), 1)
+        XCTAssertEqual(try events.usedEntry(0).length, 4)
+        XCTAssertEqual(try memory.read(UInt32.self, at: GuestAddress(0x90000)), 0, "VIRTIO_VSOCK_EVENT_TRANSPORT_RESET")
+        XCTAssertEqual(second.readConfig(offset: 0, size: 8), 4, "the CID the driver reads again")
+        second.eventReady(second.eventFDs[0])
+        XCTAssertEqual(try events.usedIndex(), 1, "reported once")
+    }
 }

@@ -106,6 +106,8 @@ public final class VirtioVsock: VirtioDevice {
         var cursor: Int32 = -1
         /// A packet from the guest gave credit to a connection with host data waiting.
         var receiveWaiting = false
+        /// A restore happened: the driver is to be told, on the event queue.
+        var transportResetPending = false
         var statistics = Statistics()
     }
 
@@ -223,6 +225,7 @@ public final class VirtioVsock: VirtioDevice {
         let c = completer.withLock { $0 }
         if transmitToo { c?.serve(queue: VirtioVsock.transmitQueue) }
         c?.serve(queue: VirtioVsock.receiveQueue)
+        if state.withLock({ $0.transportResetPending }) { c?.serve(queue: VirtioVsock.eventQueue) }
     }
 
     private func comeBack() {
@@ -243,7 +246,13 @@ public final class VirtioVsock: VirtioDevice {
             if receive { comeBack() }
             return done
         case VirtioVsock.receiveQueue: return try receive(&queue, memory: memory)
-        default: return 0 // the event queue: nothing to report (no migration)
+        default:
+            // The event queue: one event to report, after a restore.
+            guard state.withLock({ $0.transportResetPending }), let chain = try queue.pop(memory) else { return 0 }
+            let written = (try? chain.write([0, 0, 0, 0] as [UInt8], to: memory)) ?? 0 // VIRTIO_VSOCK_EVENT_TRANSPORT_RESET
+            try queue.push(memory, head: chain.head, written: UInt32(written))
+            state.withLock { $0.transportResetPending = false }
+            return 1
         }
     }
 
@@ -613,5 +622,13 @@ private extension Substring {
 }
 
 extension VirtioVsock {
-    public var snapshotRefusal: String? { "its connections cannot be saved yet" }
+    /// Nothing of the connections is saved (their host sockets belong to the process
+    /// that was snapshotted). A restored device tells the driver its transport was reset
+    /// (VIRTIO_VSOCK_EVENT_TRANSPORT_RESET on the event queue, as after a migration): the
+    /// guest closes every connection and reads its CID again, which may be a clone's new
+    /// one (virtio 1.2, 5.10.6.5).
+    public func restoreDeviceState(from reader: inout StateReader) throws(StateError) {
+        state.withLock { $0.transportResetPending = true }
+        comeBack()
+    }
 }
