@@ -147,8 +147,7 @@ extension CMOS: StatefulDevice {
 
     public func restoreState(from r: inout StateReader) throws(StateError) {
         let index: UInt8 = try r.get()
-        let ram = try r.getBytes(limit: 128)
-        guard ram.count == 128 else { throw StateError("CMOS RAM of \(ram.count) bytes, not 128") }
+        let ram = try r.getBytes(exactly: 128, "CMOS RAM")
         state.withLock { $0 = State(index: index, ram: ram) }
     }
 }

@@ -100,8 +100,7 @@ extension PCTestDevice: StatefulDevice {
 
     public func restoreState(from r: inout StateReader) throws(StateError) {
         let scratch: UInt32 = try r.get()
-        let memory = try r.getBytes(limit: Int(PCTestDevice.mmioSize))
-        guard memory.count == Int(PCTestDevice.mmioSize) else { throw StateError("pc-testdev memory of \(memory.count) bytes") }
+        let memory = try r.getBytes(exactly: Int(PCTestDevice.mmioSize), "pc-testdev memory")
         state.withLock { $0 = State(scratch: scratch, memory: memory) }
     }
 }

@@ -34,6 +34,14 @@ public struct StateReader: Sendable {
         return Array(bytes[position..<position + n])
     }
 
+    /// A byte string of exactly `count` bytes (a fixed-size area: CMOS RAM, a
+    /// configuration space); `what` names it in the error.
+    public mutating func getBytes(exactly count: Int, _ what: String) throws(StateError) -> [UInt8] {
+        let b = try getBytes(limit: count)
+        guard b.count == count else { throw StateError("\(what) of \(b.count) bytes, not \(count)") }
+        return b
+    }
+
     /// Throws unless everything was read: trailing bytes mean another layout.
     public func finish() throws(StateError) {
         guard isAtEnd else { throw StateError("\(bytes.count - position) bytes left over") }

@@ -263,14 +263,7 @@ public final class VCPU: @unchecked Sendable {
 
     /// `KVM_GET_CPUID2`: what KVM says the guest's CPUID reports.
     public func cpuid() throws(KVMError) -> [CPUIDEntry] {
-        var capacity = 128
-        while true {
-            var buffer = CPUIDBuffer(capacity: capacity)
-            let r = buffer.withHeader { ckvm_ioctl_ptr(fd.rawValue, CKVM_GET_CPUID2, $0) }
-            if r == 0 { return buffer.entries }
-            if Glibc.errno == E2BIG && capacity < 4096 { capacity *= 2; continue }
-            throw KVMError.last("KVM_GET_CPUID2")
-        }
+        try CPUIDBuffer.fetch(fd: fd.rawValue, request: CKVM_GET_CPUID2, name: "KVM_GET_CPUID2")
     }
 
     /// `KVM_TRANSLATE`: the guest-physical address a linear address maps to under the

@@ -100,8 +100,7 @@ extension PCIHostBridge: StatefulDevice {
 
     public func restoreState(from r: inout StateReader) throws(StateError) {
         let address: UInt32 = try r.get()
-        let bytes = try r.getBytes(limit: PCIConfigSpace.size)
-        guard bytes.count == PCIConfigSpace.size else { throw StateError("PCI configuration space of \(bytes.count) bytes") }
+        let bytes = try r.getBytes(exactly: PCIConfigSpace.size, "PCI configuration space")
         state.withLock { $0.address = address }
         header.withLock { $0.set(offset: 0, bytes: bytes) }
     }

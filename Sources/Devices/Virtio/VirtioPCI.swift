@@ -364,8 +364,7 @@ extension VirtioPCI: StatefulDevice {
     public func restoreState(from r: inout StateReader) throws(StateError) {
         var common = VirtioTransportState(queueSizes: device.queueSizes)
         try common.restore(from: &r, memory: memory, offered: offeredFeatures)
-        let configBytes = try r.getBytes(limit: PCIConfigSpace.size)
-        guard configBytes.count == PCIConfigSpace.size else { throw StateError("PCI configuration space of \(configBytes.count) bytes") }
+        let configBytes = try r.getBytes(exactly: PCIConfigSpace.size, "PCI configuration space")
         var msix = MSIXTable(vectors: queueCount + 1)
         try msix.restore(from: &r)
         let configVector: UInt16 = try r.get()
