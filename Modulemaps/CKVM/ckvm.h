@@ -65,8 +65,6 @@ static const unsigned long CKVM_GET_XCRS = KVM_GET_XCRS;
 static const unsigned long CKVM_SET_XCRS = KVM_SET_XCRS;
 static const unsigned long CKVM_GET_TSC_KHZ = KVM_GET_TSC_KHZ;
 static const unsigned long CKVM_SET_TSC_KHZ = KVM_SET_TSC_KHZ;
-static const unsigned long CKVM_GET_CPUID2 = KVM_GET_CPUID2;
-static const unsigned long CKVM_SET_GUEST_DEBUG = KVM_SET_GUEST_DEBUG;
 static const unsigned long CKVM_TRANSLATE = KVM_TRANSLATE;
 
 // Where the data of an MMIO exit lives inside the shared kvm_run page: reads are

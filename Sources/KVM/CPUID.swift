@@ -1,5 +1,4 @@
 import CKVM
-import Glibc
 
 /// One CPUID leaf as KVM describes it (`struct kvm_cpuid_entry2`).
 public typealias CPUIDEntry = kvm_cpuid_entry2
@@ -31,19 +30,6 @@ struct CPUIDBuffer {
 
     mutating func withHeader<R>(_ body: (UnsafeMutableRawPointer) -> R) -> R {
         storage.withUnsafeMutableBytes { body($0.baseAddress!) }
-    }
-
-    /// Runs `request` (KVM_GET_SUPPORTED_CPUID, KVM_GET_CPUID2) on `fd` with a buffer
-    /// that grows while KVM says it is too small (E2BIG).
-    static func fetch(fd: Int32, request: UInt, name: String) throws(KVMError) -> [CPUIDEntry] {
-        var capacity = 128
-        while true {
-            var buffer = CPUIDBuffer(capacity: capacity)
-            let r = buffer.withHeader { ckvm_ioctl_ptr(fd, request, $0) }
-            if r == 0 { return buffer.entries }
-            if Glibc.errno == E2BIG && capacity < 4096 { capacity *= 2; continue }
-            throw KVMError.last(name)
-        }
     }
 
     var entries: [CPUIDEntry] {

@@ -74,7 +74,14 @@ public final class KVMSystem: Sendable {
 
     /// `KVM_GET_SUPPORTED_CPUID`: what the host's KVM can let a guest see.
     public func supportedCPUID() throws(KVMError) -> [CPUIDEntry] {
-        try CPUIDBuffer.fetch(fd: fd.rawValue, request: CKVM_GET_SUPPORTED_CPUID, name: "KVM_GET_SUPPORTED_CPUID")
+        var capacity = 128
+        while true {
+            var buffer = CPUIDBuffer(capacity: capacity)
+            let r = buffer.withHeader { ckvm_ioctl_ptr(fd.rawValue, CKVM_GET_SUPPORTED_CPUID, $0) }
+            if r == 0 { return buffer.entries }
+            if Glibc.errno == E2BIG && capacity < 4096 { capacity *= 2; continue }
+            throw KVMError.last("KVM_GET_SUPPORTED_CPUID")
+        }
     }
 
     /// `KVM_GET_MSR_INDEX_LIST`: the MSRs KVM says a VMM must save and restore to

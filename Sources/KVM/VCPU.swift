@@ -255,16 +255,11 @@ public final class VCPU: @unchecked Sendable {
         }
     }
 
-    /// The entries `setCPUID` last gave this vCPU. What a snapshot saves rather than
-    /// `cpuid()`: some KVMs (this project's emulated one) answer `KVM_GET_CPUID2` with
-    /// bits they never offered in `KVM_GET_SUPPORTED_CPUID`, which no host would then
-    /// accept back.
+    /// The entries `setCPUID` last gave this vCPU: what a snapshot saves, rather than
+    /// `KVM_GET_CPUID2`'s answer, which some KVMs (this project's emulated one) fill
+    /// with bits they never offered in `KVM_GET_SUPPORTED_CPUID`, so that no host would
+    /// accept them back.
     public var assignedCPUIDEntries: [CPUIDEntry] { assignedCPUID.withLock { $0 } }
-
-    /// `KVM_GET_CPUID2`: what KVM says the guest's CPUID reports.
-    public func cpuid() throws(KVMError) -> [CPUIDEntry] {
-        try CPUIDBuffer.fetch(fd: fd.rawValue, request: CKVM_GET_CPUID2, name: "KVM_GET_CPUID2")
-    }
 
     /// `KVM_TRANSLATE`: the guest-physical address a linear address maps to under the
     /// vCPU's current paging, or nil where it is not mapped.
@@ -361,20 +356,6 @@ public final class VCPU: @unchecked Sendable {
             rest = rest.dropFirst(Int(n) + 1)
         }
         return refused
-    }
-
-    /// `KVM_SET_GUEST_DEBUG` with one hardware execution breakpoint at the linear
-    /// address `breakpoint` (DR0, global, execute), or none: the guest then exits with
-    /// `KVM_EXIT_DEBUG` before it executes the instruction there. The guest's own debug
-    /// registers are left alone (KVM keeps them apart while the VMM debugs).
-    public func setHardwareBreakpoint(_ breakpoint: UInt64?) throws(KVMError) {
-        var d = kvm_guest_debug()
-        if let breakpoint {
-            d.control = UInt32(KVM_GUESTDBG_ENABLE) | UInt32(KVM_GUESTDBG_USE_HW_BP)
-            d.arch.debugreg.0 = breakpoint
-            d.arch.debugreg.7 = 0x602 // G0, with bits 9-10 as the SDM has them set
-        }
-        guard ckvm_ioctl_ptr(fd.rawValue, CKVM_SET_GUEST_DEBUG, &d) == 0 else { throw KVMError.last("KVM_SET_GUEST_DEBUG") }
     }
 
     /// `KVM_GET_MP_STATE`: 0 runnable, 1 uninitialized (waiting for INIT/SIPI), 3 halted...

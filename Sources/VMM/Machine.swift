@@ -224,15 +224,6 @@ public final class Machine: Sendable {
         return waitUntilParked(timeoutNanoseconds: timeoutNanoseconds) && !stopSwitch.isStopping
     }
 
-    /// Arms a hardware breakpoint at the linear address `address` on every vCPU: the
-    /// first to get there parks before executing it (the others run on until `pause`),
-    /// so a snapshot can be taken at an exact point of the guest's code. False if KVM
-    /// refused the breakpoint.
-    public func pause(at address: UInt64) -> Bool {
-        guard !stopSwitch.isStopping, startedAt.load(ordering: .acquiring) != 0 else { return false }
-        return threads.filter { $0.phase == .running }.allSatisfy { $0.pause(at: address) }
-    }
-
     /// Waits until no vCPU thread is running (each parked or finished); false on time-out
     /// or when the machine stops meanwhile.
     private func waitUntilParked(timeoutNanoseconds: UInt64) -> Bool {

@@ -22,9 +22,6 @@ final class VCPUThread: Sendable {
         case save(msrs: [UInt32]?, lapic: Bool, Reply<Result<VCPUState, KVMError>>)
         /// Writes a state; answers whether KVM took it.
         case restore(VCPUState, Reply<Bool>)
-        /// Parks the vCPU when it reaches this linear address (a hardware breakpoint),
-        /// as a `pause` would there; nil disarms.
-        case pauseAt(UInt64?, Reply<Bool>)
         /// Leaves the loop (the machine is stopping).
         case finish
     }
@@ -62,8 +59,6 @@ final class VCPUThread: Sendable {
     private let wakeup: Int32
     private let phaseValue = Atomic<Int>(Phase.created.rawValue)
     private let thread = Mutex<pthread_t?>(nil)
-    /// A `pauseAt` breakpoint is armed (read on this vCPU's thread only).
-    private let breakpointArmed = Atomic<Bool>(false)
 
     init(vcpu: VCPU, index: Int, devices: DeviceManager, memory: GuestMemory, stopSwitch: StopSwitch, quirks: Bool, symbols: KernelSymbolSource?,
          profile: ProfileSettings? = nil, trace: TraceRing? = nil, traceStart: UInt64 = 0) {
@@ -154,13 +149,6 @@ final class VCPUThread: Sendable {
         return reply.wait(timeoutMilliseconds: timeoutMilliseconds) ?? false
     }
 
-    /// Arms (or, nil, disarms) a breakpoint at `address` on the vCPU's own thread.
-    func pause(at address: UInt64?, timeoutMilliseconds: Int32 = 2000) -> Bool {
-        let reply = Reply<Bool>()
-        send(.pauseAt(address, reply))
-        return reply.wait(timeoutMilliseconds: timeoutMilliseconds) ?? false
-    }
-
     private func loop() -> Ending {
         var bus = devices.bus.reader()
         var left = monotonicNanoseconds()
@@ -204,14 +192,6 @@ final class VCPUThread: Sendable {
                     left = done
                     continue
                 }
-            }
-            if case .debug = exit, breakpointArmed.load(ordering: .relaxed) {
-                // The `pauseAt` address: disarmed, then parked as a pause parks.
-                breakpointArmed.store(false, ordering: .relaxed)
-                try? vcpu.setHardwareBreakpoint(nil)
-                send(.pause)
-                left = monotonicNanoseconds()
-                continue
             }
             var (kind, outcome) = ExitDispatch.handle(exit, bus: &bus)
             var ending: Ending? = nil
@@ -315,10 +295,6 @@ final class VCPUThread: Sendable {
                     reply.send(Result { () throws(KVMError) in try VCPUState(reading: vcpu, msrs: msrs, lapic: lapic) })
                 case let .restore(state, reply):
                     reply.send((try? state.write(to: vcpu)) != nil)
-                case let .pauseAt(address, reply):
-                    let ok = (try? vcpu.setHardwareBreakpoint(address)) != nil
-                    breakpointArmed.store(ok && address != nil, ordering: .relaxed)
-                    reply.send(ok)
                 case .finish:
                     return false
                 }
