@@ -53,7 +53,7 @@ public enum SnapshotFolder {
         guard path.hasPrefix("/") else { throw SnapshotError(.failed, "\(path): the snapshot's folder must be an absolute path") }
         var st = stat()
         if stat(path, &st) == 0 {
-            guard st.st_mode & S_IFMT == S_IFDIR, isEmptyFolder(path) else {
+            guard st.st_mode & S_IFMT == S_IFDIR, FileSystem.entries(of: path)?.isEmpty == true else {
                 throw SnapshotError(.failed, "\(path) exists: a snapshot goes into a new (or empty) folder")
             }
         }
@@ -208,16 +208,6 @@ public enum SnapshotFolder {
         guard fd >= 0 else { throw SnapshotError(.failed, "cannot create \(path): \(String(cString: strerror(errno)))") }
         defer { close(fd) }
         guard FileSystem.writeAll(fd, bytes), fsync(fd) == 0 else { throw SnapshotError(.failed, "cannot write \(path): \(String(cString: strerror(errno)))") }
-    }
-
-    static func isEmptyFolder(_ path: String) -> Bool {
-        guard let d = opendir(path) else { return false }
-        defer { closedir(d) }
-        while let e = readdir(d) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
-            if name != "." && name != ".." { return false }
-        }
-        return true
     }
 
     static func hex8(_ v: UInt32) -> String {

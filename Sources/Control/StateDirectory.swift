@@ -72,18 +72,9 @@ public struct StateDirectory: Sendable {
 
     /// The names of all VMs, sorted.
     public func names() -> [String] {
-        guard let dir = opendir(root) else { return [] }
-        defer { closedir(dir) }
-        var out: [String] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-            }
-            if name != "." && name != ".." && (try? StateDirectory.validate(name: name)) != nil && access(folder(name) + "/config.json", F_OK) == 0 {
-                out.append(name)
-            }
-        }
-        return out.sorted()
+        (FileSystem.entries(of: root) ?? []).filter { name in
+            (try? StateDirectory.validate(name: name)) != nil && access(folder(name) + "/config.json", F_OK) == 0
+        }.sorted()
     }
 
     /// Removes the VM's folder and everything in it.

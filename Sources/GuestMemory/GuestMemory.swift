@@ -161,19 +161,26 @@ public final class GuestMemory: Sendable {
     /// The regions laid end to end, as a snapshot's memory file holds them: region i
     /// at the sum of the sizes before it.
     public var fileLayout: [(start: UInt64, size: UInt64, fileOffset: UInt64)] {
+        zip(regions, GuestMemory.fileOffsets(regions.map(\.size))).map { ($0.start.value, $0.size, $1) }
+    }
+
+    /// Where each region of `sizes` starts in a memory file: at the sum of the sizes
+    /// before it (UInt64.max past an overflow, which no file offset can be).
+    static func fileOffsets(_ sizes: [UInt64]) -> [UInt64] {
         var offset: UInt64 = 0
-        return regions.map { r in defer { offset += r.size }; return (r.start.value, r.size, offset) }
+        return sizes.map { size in
+            defer { let (sum, overflow) = offset.addingReportingOverflow(size); offset = overflow ? .max : sum }
+            return offset
+        }
     }
 
     /// Maps guest RAM of `ranges` copy-on-write from a snapshot's memory file (laid out
     /// as `fileLayout`): nothing is read until the guest touches it.
     public convenience init(ranges: [(start: UInt64, size: UInt64)], privateFile fd: Int32) throws(GuestMemoryError) {
         var made: [MemoryRegion] = []
-        var offset: UInt64 = 0
-        for r in ranges {
+        for (r, offset) in zip(ranges, GuestMemory.fileOffsets(ranges.map(\.size))) {
             guard offset <= UInt64(Int64.max) else { throw .invalidRegion(start: GuestAddress(r.start), size: r.size) }
             made.append(try MemoryRegion(start: GuestAddress(r.start), size: r.size, backing: .privateFile(fd: fd, offset: Int64(offset))))
-            offset += r.size
         }
         try self.init(regions: made)
     }

@@ -52,16 +52,9 @@ extension VCPUState {
         var r = StateReader(bytes)
         let version: UInt32 = try r.get()
         guard version == VCPUState.encodingVersion else { throw StateError("vCPU state version \(version), not \(VCPUState.encodingVersion)") }
-        func value<T>(_: T.Type, _ what: String) throws(StateError) -> T {
-            let b = try r.getBytes(limit: 1 << 16)
-            guard let v = StateBytes.load(T.self, from: b[...]) else {
-                throw StateError("\(what): \(b.count) bytes, not \(MemoryLayout<T>.size) (a snapshot from another KVM?)")
-            }
-            return v
-        }
-        registers = try value(Registers.self, "general registers")
-        special = try value(SpecialRegisters.self, "special registers")
-        events = try value(VCPUEvents.self, "vCPU events")
+        registers = try r.getKVMStruct(Registers.self, "general registers")
+        special = try r.getKVMStruct(SpecialRegisters.self, "special registers")
+        events = try r.getKVMStruct(VCPUEvents.self, "vCPU events")
         mpState = try r.get()
         let permitted: UInt64 = try r.get()
         guard let area = XSaveArea(bytes: try r.getBytes(limit: XSaveArea.size), permittedComponents: permitted) else {
@@ -72,11 +65,11 @@ extension VCPUState {
             let n = Int(try r.get(UInt32.self))
             guard n <= VCPUState.maximumCPUIDEntries else { throw StateError("\(n) CPUID entries") }
             var cpuid: [CPUIDEntry] = []
-            for _ in 0..<n { cpuid.append(try value(CPUIDEntry.self, "CPUID entry")) }
+            for _ in 0..<n { cpuid.append(try r.getKVMStruct(CPUIDEntry.self, "CPUID entry")) }
             let khz: UInt32 = try r.get()
-            let xcrs = try value(ExtendedControlRegisters.self, "XCRs")
-            let debug = try value(DebugRegisters.self, "debug registers")
-            let lapic = try r.getBool() ? try value(LAPICState.self, "LAPIC") : nil
+            let xcrs = try r.getKVMStruct(ExtendedControlRegisters.self, "XCRs")
+            let debug = try r.getKVMStruct(DebugRegisters.self, "debug registers")
+            let lapic = try r.getBool() ? try r.getKVMStruct(LAPICState.self, "LAPIC") : nil
             let m = Int(try r.get(UInt32.self))
             guard m <= VCPUState.maximumMSRs else { throw StateError("\(m) MSRs") }
             var msrs: [(index: UInt32, value: UInt64)] = []

@@ -33,6 +33,19 @@ public enum FileSystem {
         return true
     }
 
+    /// The names in the folder `path` (without "." and ".."), or nil if it cannot be
+    /// read.
+    public static func entries(of path: String) -> [String]? {
+        guard let dir = opendir(path) else { return nil }
+        defer { closedir(dir) }
+        var out: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self) }
+            if name != "." && name != ".." { out.append(name) }
+        }
+        return out
+    }
+
     /// Creates `path` and any missing parents with `mode`. Nil on success, else why not.
     public static func makeDirectories(_ path: String, mode: mode_t) -> String? {
         var partial = ""

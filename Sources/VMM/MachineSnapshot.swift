@@ -73,17 +73,12 @@ struct VMState {
         var r = StateReader(bytes)
         let version: UInt32 = try r.get()
         guard version == VMState.encodingVersion else { throw StateError("VM state version \(version), not \(VMState.encodingVersion)") }
-        func value<T>(_: T.Type, _ what: String) throws(StateError) -> T {
-            let b = try r.getBytes(limit: 1 << 16)
-            guard let v = StateBytes.load(T.self, from: b[...]) else { throw StateError("\(what): \(b.count) bytes, not \(MemoryLayout<T>.size)") }
-            return v
-        }
         let n = Int(try r.get(UInt8.self))
         guard n == 0 || n == 3 else { throw StateError("\(n) irqchip parts, not 0 or 3") }
         irqChips = []
-        for _ in 0..<n { irqChips.append(try value(IRQChipState.self, "irqchip")) }
-        pit = try r.getBool() ? try value(PITState.self, "PIT") : nil
-        clock = try r.getBool() ? try value(ClockState.self, "kvmclock") : nil
+        for _ in 0..<n { irqChips.append(try r.getKVMStruct(IRQChipState.self, "irqchip")) }
+        pit = try r.getBool() ? try r.getKVMStruct(PITState.self, "PIT") : nil
+        clock = try r.getBool() ? try r.getKVMStruct(ClockState.self, "kvmclock") : nil
         try r.finish()
     }
 }
